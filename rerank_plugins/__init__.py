@@ -1,0 +1,41 @@
+"""rerank-plugins: a guarded cross-encoder reranking stage for LlamaIndex and LangChain.
+
+Nothing is downloaded or loaded at import time; models load when a scorer is built.
+"""
+
+from .errors import (
+    CacheError,
+    CircuitOpenError,
+    ConfigurationError,
+    InvalidInputError,
+    Overloaded,
+    RerankError,
+    ScorerError,
+    ScorerTimeout,
+)
+from .reranker import Reranker
+from .resilience import CircuitBreaker
+from .selection import Calibration, block_if, boost_if
+from .types import Candidate, FallbackReason, RankedItem, RerankResult, StageTimings, Status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BiEncoderScorer", "CacheError", "Calibration", "Candidate", "CircuitBreaker",
+    "CircuitOpenError", "ConfigurationError", "CrossEncoderScorer", "FallbackReason",
+    "InvalidInputError", "MemoryCache", "Overloaded", "RankedItem", "RedisCache",
+    "RerankError", "RerankResult", "Reranker", "ScorerError", "ScorerTimeout",
+    "StageTimings", "Status", "block_if", "boost_if",
+]
+
+
+def __getattr__(name: str):
+    if name in ("CrossEncoderScorer", "BiEncoderScorer"):
+        from . import scoring
+
+        return getattr(scoring, name)
+    if name in ("MemoryCache", "RedisCache"):
+        from . import cache
+
+        return getattr(cache, name)
+    raise AttributeError(f"module 'rerank_plugins' has no attribute {name!r}")

@@ -1,0 +1,212 @@
+"""Local cross-encoder scorer (sentence-transformers ``CrossEncoder`` weights).
+
+We load with sentence-transformers (so every CrossEncoder folder and hub name works)
+and then drive the underlying Hugging Face model ourselves: pairs are tokenized once,
+sorted by length and packed into token-budget batches, run under
+``torch.inference_mode`` in the chosen dtype.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from ..device import resolve_device_dtype
+from ..errors import ConfigurationError
+from .base import ScoreOutput, ScoreRequest
+from .default_model import DEFAULT_CROSS_ENCODER, is_local_folder, parameters_fingerprint
+from .tokens import PairEncoder, token_budget_batches
+
+PASSAGE_MODES = ("first", "max", "mean")
+
+
+class CrossEncoderScorer:
+    """Scores (query, document) pairs with a cross-encoder.
+
+    Args:
+        model_name_or_path: Hub name or local folder. Defaults to
+            ``cross-encoder/ms-marco-MiniLM-L-6-v2`` (needs hub access or a local cache).
+        device: ``None`` picks cuda > mps > cpu.
+        dtype: ``"auto"`` picks bf16/fp16 on GPU, bf16 on CPUs with AMX or AVX512-BF16,
+            else fp32. Defaults to ``"auto"``.
+        max_length: Tokens per pair; defaults to the model's own limit (capped at 512).
+        max_batch_tokens: Padded tokens per forward pass. Defaults to 8192.
+        max_batch_size: Pairs per forward pass. Defaults to 128.
+        passage_mode: ``"first"`` scores the first window of long documents; ``"max"`` or
+            ``"mean"`` slide a window over up to ``max_passages`` windows.
+        max_passages: Windows per document in max/mean mode. Defaults to 4.
+        stride: Overlap in tokens between windows. Defaults to 32.
+        revision: Hub revision to load.
+
+    Example::
+
+        scorer = CrossEncoderScorer("/models/ms-marco-MiniLM-L-6-v2")
+        [out] = scorer.score_many([ScoreRequest("what is a wing", ["an airfoil", "a cat"])])
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = DEFAULT_CROSS_ENCODER,
+        *,
+        device: str | None = None,
+        dtype: str | None = "auto",
+        max_length: int | None = None,
+        max_batch_tokens: int = 8192,
+        max_batch_size: int = 128,
+        passage_mode: str = "first",
+        max_passages: int = 4,
+        stride: int = 32,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if passage_mode not in PASSAGE_MODES:
+            raise ConfigurationError(f"passage_mode must be one of {PASSAGE_MODES}")
+        if max_batch_tokens < 16 or max_batch_size < 1:
+            raise ConfigurationError("max_batch_tokens must be >= 16 and max_batch_size >= 1")
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        self._torch = torch
+        self.device, self.dtype = resolve_device_dtype(device, dtype)
+        local = is_local_folder(model_name_or_path)
+        try:
+            model = CrossEncoder(
+                model_name_or_path,
+                device=self.device,
+                revision=revision,
+                local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1",
+                trust_remote_code=trust_remote_code,
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"could not load cross-encoder {model_name_or_path!r}: {exc}. Pass a local "
+                "folder, or make sure the Hugging Face hub is reachable (or the model is "
+                "in the local cache)"
+            ) from exc
+        self._st_model = model
+        self._hf = model[0].auto_model
+        self._hf.eval()
+        if self.dtype != "float32":
+            self._hf.to(getattr(torch, self.dtype))
+        self.tokenizer = model.tokenizer
+        model_max = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
+        self.max_length = int(max_length or min(model_max, 512))
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_batch_size = int(max_batch_size)
+        self.passage_mode = passage_mode
+        passages = 1 if passage_mode == "first" else max_passages
+        self._encoder = PairEncoder(self.tokenizer, self.max_length, max_passages=passages,
+                                    stride=stride)
+        self.num_labels = int(getattr(self._hf.config, "num_labels", 1))
+        self._model_id = model_name_or_path if not local else os.path.basename(
+            os.path.normpath(model_name_or_path)) or model_name_or_path
+        self._revision = (revision or "") + ("@" if revision else "") + parameters_fingerprint(
+            self._hf)
+        self._accepts_token_types = "token_type_ids" in getattr(
+            self.tokenizer, "model_input_names", ["token_type_ids"])
+        self._pad_id = self.tokenizer.pad_token_id or 0
+        self._run_lock = threading.Lock()
+
+    # -- protocol -----------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def revision(self) -> str:
+        return self._revision
+
+    @property
+    def activation(self) -> str:
+        return "sigmoid"
+
+    @property
+    def cache_namespace(self) -> str:
+        return (f"ce|{self._model_id}|{self._revision}|len={self.max_length}|"
+                f"mode={self.passage_mode}|dtype={self.dtype}")
+
+    def describe(self) -> dict[str, str]:
+        return {"model": self._model_id, "revision": self._revision, "device": self.device,
+                "dtype": self.dtype, "kind": "cross-encoder"}
+
+    def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutput]:
+        torch = self._torch
+        pairs, per_request = [], []
+        for request_index, request in enumerate(requests):
+            encoded, windows, truncated = self._encoder.encode(
+                request.query, request.texts, request_index)
+            pairs.extend(encoded)
+            per_request.append((windows, truncated))
+        started = time.perf_counter()
+        raw = self._forward(pairs)
+        elapsed = time.perf_counter() - started
+        total_pairs = max(1, len(pairs))
+        outputs: list[ScoreOutput] = []
+        cursor = 0
+        for request_index, (windows, truncated) in enumerate(per_request):
+            scores: list[float] = []
+            for count in windows:
+                values = raw[cursor : cursor + count]
+                cursor += count
+                if self.passage_mode == "mean":
+                    scores.append(float(sum(values) / len(values)))
+                else:
+                    scores.append(float(max(values)))
+            share = sum(windows) / total_pairs
+            outputs.append(ScoreOutput(scores, truncated, elapsed * share))
+        del torch
+        return outputs
+
+    # -- internals ----------------------------------------------------------------
+    def _forward(self, pairs) -> list[float]:
+        torch = self._torch
+        if not pairs:
+            return []
+        lengths = [len(p.input_ids) for p in pairs]
+        raw: list[float] = [0.0] * len(pairs)
+        batches = token_budget_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+        with torch.inference_mode():
+            for batch in batches:
+                width = max(lengths[i] for i in batch)
+                ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                types = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, index in enumerate(batch):
+                    pair = pairs[index]
+                    n = len(pair.input_ids)
+                    ids[row, :n] = torch.tensor(pair.input_ids, dtype=torch.long)
+                    mask[row, :n] = 1
+                    if pair.token_type_ids is not None:
+                        types[row, :n] = torch.tensor(pair.token_type_ids, dtype=torch.long)
+                inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+                if self._accepts_token_types:
+                    inputs["token_type_ids"] = types.to(self.device)
+                logits = self._hf(**inputs).logits.float()
+                if self.num_labels == 1:
+                    values = logits[:, 0]
+                else:  # two-class heads: log-odds of the "relevant" class
+                    values = logits[:, -1] - logits[:, 0]
+                for row, value in zip(batch, values.cpu().tolist(), strict=True):
+                    raw[row] = value
+        return raw
+
+
+def save_cross_encoder_from_bundled(path: str, *, seed: int = 0) -> str:
+    """Write a CrossEncoder folder built from the embedded MiniLM weights.
+
+    The result has exactly the architecture and cost of ms-marco-MiniLM-L-6-v2, but
+    its classification head is freshly initialised (seeded): use it for speed and
+    plumbing, not for relevance. Returns ``path``.
+    """
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from .default_model import bundled_model_path
+
+    torch.manual_seed(seed)
+    model = CrossEncoder(bundled_model_path(), num_labels=1, local_files_only=True,
+                         max_length=512)
+    model.save_pretrained(path)
+    return path

@@ -1,0 +1,107 @@
+"""Pair encoding with exact truncation counts, sliding windows and token-budget batches.
+
+Documents are tokenized once without special tokens; each (query, document) pair is
+then assembled by the tokenizer's own ``build_inputs_with_special_tokens`` so any
+Hugging Face tokenizer (BERT, XLM-R, ...) gets its native pair format.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Generous upper bound on characters per token: text beyond this cannot reach the
+# model anyway, and cutting it first keeps a 1 MB document from costing a full
+# tokenization.
+CHARS_PER_TOKEN_CAP = 24
+
+
+@dataclass
+class EncodedPair:
+    request_index: int
+    text_index: int
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+
+
+class PairEncoder:
+    """Turns (query, texts) into model inputs; safe to share between threads."""
+
+    def __init__(self, tokenizer, max_length: int, *, max_passages: int = 1, stride: int = 0):
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.max_passages = max(1, int(max_passages))
+        self.stride = max(0, int(stride))
+        self._lock = threading.Lock()  # fast tokenizers are not re-entrant across threads
+
+    def _cap_query(self, query: str) -> str:
+        """Keep at most half the window for the query, so a document always fits."""
+        max_query = max(1, self.max_length // 2)
+        ids = self.tokenizer(query, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_query:
+            return query
+        return self.tokenizer.decode(ids[:max_query])
+
+    def encode(self, query: str, texts: Sequence[str], request_index: int = 0):
+        """Return (pairs, windows_per_text, truncated_count)."""
+        if not texts:
+            return [], [], 0
+        char_cap = self.max_length * self.max_passages * CHARS_PER_TOKEN_CAP
+        capped = [t if len(t) <= char_cap else t[:char_cap] for t in texts]
+        with self._lock:
+            query = self._cap_query(query)
+            encoded = self.tokenizer(
+                [query] * len(capped),
+                capped,
+                truncation="only_second",
+                max_length=self.max_length,
+                stride=self.stride if self.max_passages > 1 else 0,
+                return_overflowing_tokens=True,
+                padding=False,
+            )
+        mapping = encoded["overflow_to_sample_mapping"]
+        type_ids = encoded.get("token_type_ids")
+        pairs: list[EncodedPair] = []
+        windows = [0] * len(texts)
+        needed = [0] * len(texts)
+        for row, text_index in enumerate(mapping):
+            needed[text_index] += 1
+            if windows[text_index] >= self.max_passages:
+                continue
+            windows[text_index] += 1
+            pairs.append(EncodedPair(
+                request_index, text_index, encoded["input_ids"][row],
+                type_ids[row] if type_ids is not None else None))
+        truncated = sum(
+            1 for i in range(len(texts))
+            if needed[i] > windows[i] or len(capped[i]) < len(texts[i])
+        )
+        return pairs, windows, truncated
+
+
+def token_budget_batches(
+    lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int
+) -> list[list[int]]:
+    """Group indices into padded batches of at most ``max_batch_tokens``.
+
+    Longest first, so each batch pads to a similar length; a single sequence longer
+    than the budget still forms a batch of one.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_max = 0
+    for index in order:
+        length = lengths[index]
+        new_max = max(current_max, length)
+        if current and (
+            (len(current) + 1) * new_max > max_batch_tokens or len(current) >= max_batch_size
+        ):
+            batches.append(current)
+            current, new_max = [], length
+        current.append(index)
+        current_max = new_max
+    if current:
+        batches.append(current)
+    return batches

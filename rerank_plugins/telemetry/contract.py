@@ -1,0 +1,214 @@
+"""The telemetry contract: every metric, label and span name, defined once.
+
+Dashboards, recording rules and alert rules are generated from this module
+(``rerank_ops.mixin``), and tests fail when a committed file names a metric that
+is not listed here. Change a name here and regenerate; never edit the outputs.
+
+Names follow OpenTelemetry semantics (unit carried separately). The Prometheus
+exporter appends the unit (``_seconds``) and ``_total`` for counters; ``prom_name``
+gives the name as it appears after that translation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+METER_NAME = "rerank_plugins"
+TRACER_NAME = "rerank_plugins"
+
+
+class Kind(str, Enum):
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+    GAUGE = "gauge"
+
+
+# Bucket boundaries in seconds: a rerank is milliseconds on a GPU and up to a few
+# seconds for 100 long candidates on a small CPU.
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+    0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+)
+COUNT_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of the contract."""
+
+    name: str  #: OpenTelemetry instrument name
+    kind: Kind
+    unit: str  #: UCUM unit; "s" becomes the ``_seconds`` suffix, "{...}" is dropped
+    description: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def prom_name(self) -> str:
+        """The Prometheus series name (without ``_bucket``/``_sum``/``_count``)."""
+        base = self.name.replace(".", "_")
+        if self.unit == "s" and not base.endswith("_seconds"):
+            base += "_seconds"
+        if self.kind is Kind.COUNTER and not base.endswith("_total"):
+            base += "_total"
+        return base
+
+
+# Label names (one place, so dashboards and code agree)
+L_MODEL = "model"
+L_STATUS = "status"
+L_REASON = "reason"
+L_STAGE = "stage"
+L_BACKEND = "backend"
+L_RESULT = "result"
+L_OPERATION = "operation"
+L_BREAKER = "breaker"
+L_CAUSE = "cause"
+L_REVISION = "revision"
+L_DEVICE = "device"
+L_DTYPE = "dtype"
+L_FEATURE = "feature"
+
+STAGES = ("validate", "cache", "score", "select")
+STATUSES = ("ok", "cache", "fallback", "shadow")
+FALLBACK_REASONS = ("timeout", "error", "circuit_open", "overloaded")
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+REQUEST_DURATION = MetricSpec(
+    "rerank_request_duration", Kind.HISTOGRAM, "s",
+    "Wall time of one rerank request, by the path that served it.",
+    (L_MODEL, L_STATUS), LATENCY_BUCKETS_S,
+)
+STAGE_DURATION = MetricSpec(
+    "rerank_stage_duration", Kind.HISTOGRAM, "s",
+    "Wall time of one pipeline stage (validate, cache, score, select).",
+    (L_MODEL, L_STAGE), LATENCY_BUCKETS_S,
+)
+REQUESTS = MetricSpec(
+    "rerank_requests", Kind.COUNTER, "{request}",
+    "Rerank requests answered, by status and fallback reason ('' when none).",
+    (L_MODEL, L_STATUS, L_REASON),
+)
+FALLBACKS = MetricSpec(
+    "rerank_fallbacks", Kind.COUNTER, "{request}",
+    "Requests the primary model did not serve, by reason.",
+    (L_MODEL, L_REASON),
+)
+ERRORS = MetricSpec(
+    "rerank_errors", Kind.COUNTER, "{error}",
+    "Failures inside the pipeline (model, cache, event log), by stage and cause.",
+    (L_STAGE, L_CAUSE),
+)
+CANDIDATES = MetricSpec(
+    "rerank_candidates_per_request", Kind.HISTOGRAM, "{candidate}",
+    "Candidates received per request.", (L_MODEL,), COUNT_BUCKETS,
+)
+KEPT = MetricSpec(
+    "rerank_kept_per_request", Kind.HISTOGRAM, "{candidate}",
+    "Candidates returned per request after threshold/top_n.", (L_MODEL,), COUNT_BUCKETS,
+)
+CACHE_LOOKUPS = MetricSpec(
+    "rerank_cache_lookups", Kind.COUNTER, "{pair}",
+    "Pair-score cache lookups by backend and result (hit, miss).",
+    (L_BACKEND, L_RESULT),
+)
+CACHE_ERRORS = MetricSpec(
+    "rerank_cache_errors", Kind.COUNTER, "{error}",
+    "Cache backend failures (timeouts, refused connections, bad values) by operation.",
+    (L_BACKEND, L_OPERATION, L_CAUSE),
+)
+CIRCUIT_STATE = MetricSpec(
+    "rerank_circuit_state", Kind.GAUGE, "{state}",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open.", (L_BREAKER,),
+)
+TRUNCATIONS = MetricSpec(
+    "rerank_truncations", Kind.COUNTER, "{pair}",
+    "Query/document pairs cut to the model's max_length.", (L_MODEL,),
+)
+MODEL_INFO = MetricSpec(
+    "rerank_model_info", Kind.GAUGE, "{info}",
+    "Always 1; labels describe the loaded model.",
+    (L_MODEL, L_REVISION, L_DEVICE, L_DTYPE),
+)
+TOP1_SCORE = MetricSpec(
+    "rerank_top1_score", Kind.HISTOGRAM, "1",
+    "Relevance score of the first result of each model-scored request.",
+    (L_MODEL,), SCORE_BUCKETS,
+)
+MODEL_PAIRS = MetricSpec(
+    "rerank_model_pairs", Kind.COUNTER, "{pair}",
+    "Pairs sent to the model (cache misses actually scored).", (L_MODEL,),
+)
+MODEL_DURATION = MetricSpec(
+    "rerank_model_duration", Kind.COUNTER, "s",
+    "Seconds of model inference (for model-seconds per 1k requests).", (L_MODEL,),
+)
+EVENTS_WRITTEN = MetricSpec(
+    "rerank_event_log_written", Kind.COUNTER, "{event}",
+    "Feature/score events written to the event log sink.", (L_BACKEND,),
+)
+EVENTS_DROPPED = MetricSpec(
+    "rerank_event_log_dropped", Kind.COUNTER, "{event}",
+    "Events lost: queue full or sink failure (disk full, permission denied).",
+    (L_BACKEND, L_REASON),
+)
+INFLIGHT_ABANDONED = MetricSpec(
+    "rerank_abandoned_inference_threads", Kind.GAUGE, "{thread}",
+    "Inference threads still running a call whose caller gave up (hung model).",
+    (L_MODEL,),
+)
+
+LIBRARY_METRICS: tuple[MetricSpec, ...] = (
+    REQUEST_DURATION, STAGE_DURATION, REQUESTS, FALLBACKS, ERRORS, CANDIDATES, KEPT,
+    CACHE_LOOKUPS, CACHE_ERRORS, CIRCUIT_STATE, TRUNCATIONS, MODEL_INFO, TOP1_SCORE,
+    MODEL_PAIRS, MODEL_DURATION, EVENTS_WRITTEN, EVENTS_DROPPED, INFLIGHT_ABANDONED,
+)
+
+# Published by `rerank-ops drift` (Prometheus textfile collector / Pushgateway).
+DRIFT_SHARE = MetricSpec(
+    "rerank_drift_share", Kind.GAUGE, "1",
+    "Share of monitored features whose drift test rejected (0..1).",
+)
+DRIFT_DETECTED = MetricSpec(
+    "rerank_drift_detected", Kind.GAUGE, "{bool}",
+    "1 when the last drift run found dataset drift.",
+)
+DRIFT_FEATURE_SCORE = MetricSpec(
+    "rerank_drift_feature_score", Kind.GAUGE, "1",
+    "Per-feature drift statistic of the last run.", (L_FEATURE,),
+)
+DRIFT_LAST_SUCCESS = MetricSpec(
+    "rerank_drift_last_success_timestamp_seconds", Kind.GAUGE, "{timestamp}",
+    "Unix time of the last drift run that completed.",
+)
+DRIFT_DURATION = MetricSpec(
+    "rerank_drift_duration_seconds", Kind.GAUGE, "{seconds}",
+    "Wall time of the last drift run.",
+)
+DRIFT_METRICS: tuple[MetricSpec, ...] = (
+    DRIFT_SHARE, DRIFT_DETECTED, DRIFT_FEATURE_SCORE, DRIFT_LAST_SUCCESS, DRIFT_DURATION,
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = LIBRARY_METRICS + DRIFT_METRICS
+
+# Span names and attributes
+SPAN_RERANK = "rerank"
+SPAN_STAGE_PREFIX = "rerank."  # rerank.validate, rerank.cache, rerank.score, rerank.select
+ATTR_MODEL = "rerank.model.id"
+ATTR_REVISION = "rerank.model.revision"
+ATTR_CANDIDATES = "rerank.candidates"
+ATTR_KEPT = "rerank.kept"
+ATTR_CACHE_HITS = "rerank.cache.hits"
+ATTR_STATUS = "rerank.status"
+ATTR_FALLBACK_REASON = "rerank.fallback_reason"
+ATTR_TRUNCATIONS = "rerank.truncations"
+ATTR_GENAI_MODEL = "gen_ai.request.model"
+ATTR_GENAI_OPERATION = "gen_ai.operation.name"
+GENAI_OPERATION = "rerank"
+
+
+def metric_by_prom_name() -> dict[str, MetricSpec]:
+    """Map every Prometheus series base name to its spec."""
+    return {spec.prom_name: spec for spec in ALL_METRICS}

@@ -1,0 +1,116 @@
+"""The feature/score event: one record per rerank request (input of ``rerank-ops drift``).
+
+No raw text by default: the query is represented by its keyed fingerprint and
+length. ``include_text=True`` (an explicit operator opt-in) adds the query text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+import uuid
+from datetime import datetime, timezone
+
+SCHEMA_VERSION = 1
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+#: Numeric columns drift detection monitors, in a stable order.
+NUMERIC_FEATURES = (
+    "n_candidates", "n_kept", "n_truncated", "query_length_tokens",
+    "doc_length_mean", "doc_length_max", "retrieval_score_mean", "retrieval_score_std",
+    "score_top1", "score_mean", "score_std", "score_gap12", "cache_hit_ratio",
+    "latency_total_ms", "latency_score_ms",
+)
+#: Categorical columns.
+CATEGORICAL_FEATURES = ("status", "fallback_reason", "model_id")
+
+#: Every field of schema version 1 and its JSON type.
+FIELDS: dict[str, str] = {
+    "schema_version": "int", "event_id": "str", "timestamp": "str", "ts": "float",
+    "model_id": "str", "model_revision": "str", "status": "str", "fallback_reason": "str",
+    "latency_total_ms": "float", "latency_validate_ms": "float", "latency_cache_ms": "float",
+    "latency_score_ms": "float", "latency_select_ms": "float",
+    "n_candidates": "int", "n_kept": "int", "n_truncated": "int",
+    "cache_hits": "int", "cache_misses": "int", "cache_hit_ratio": "float",
+    "query_fp": "str", "query_length_tokens": "int",
+    "doc_length_mean": "float", "doc_length_p50": "float", "doc_length_max": "float",
+    "retrieval_score_mean": "float", "retrieval_score_min": "float",
+    "retrieval_score_max": "float", "retrieval_score_std": "float",
+    "score_top1": "float", "score_mean": "float", "score_std": "float", "score_gap12": "float",
+    "n_kept_after_threshold": "int", "query_text": "str",
+}
+
+
+def word_count(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None, float | None, float | None]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None, None, None
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), min(values), max(values), std
+
+
+def build_event(
+    *,
+    query: str,
+    query_fp: str,
+    texts: list[str],
+    retrieval_scores: list[float | None],
+    model_scores: list[float],
+    result,
+    model_revision: str,
+    kept_after_threshold: int,
+    include_text: bool = False,
+    doc_lengths: list[int] | None = None,
+) -> dict:
+    """Assemble one schema-v1 event from a finished request."""
+    now = time.time()
+    timings = result.timings
+    lengths = doc_lengths if doc_lengths is not None else [word_count(t) for t in texts]
+    r_mean, r_min, r_max, r_std = _stats(retrieval_scores)
+    ordered = sorted((s for s in model_scores if s is not None), reverse=True)
+    s_mean, _, _, s_std = _stats(ordered)
+    lookups = result.cache_hits + result.cache_misses
+    event = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": result.request_id or uuid.uuid4().hex,
+        "timestamp": datetime.fromtimestamp(now, tz=timezone.utc).isoformat(),
+        "ts": now,
+        "model_id": result.model_id,
+        "model_revision": model_revision,
+        "status": result.status.value,
+        "fallback_reason": result.fallback_reason.value if result.fallback_reason else "",
+        "latency_total_ms": timings.total * 1000.0,
+        "latency_validate_ms": timings.validate * 1000.0,
+        "latency_cache_ms": timings.cache * 1000.0,
+        "latency_score_ms": timings.score * 1000.0,
+        "latency_select_ms": timings.select * 1000.0,
+        "n_candidates": len(texts),
+        "n_kept": len(result.items),
+        "n_truncated": result.truncated,
+        "cache_hits": result.cache_hits,
+        "cache_misses": result.cache_misses,
+        "cache_hit_ratio": (result.cache_hits / lookups) if lookups else None,
+        "query_fp": query_fp,
+        "query_length_tokens": word_count(query),
+        "doc_length_mean": statistics.fmean(lengths) if lengths else None,
+        "doc_length_p50": statistics.median(lengths) if lengths else None,
+        "doc_length_max": float(max(lengths)) if lengths else None,
+        "retrieval_score_mean": r_mean,
+        "retrieval_score_min": r_min,
+        "retrieval_score_max": r_max,
+        "retrieval_score_std": r_std,
+        "score_top1": ordered[0] if ordered else None,
+        "score_mean": s_mean,
+        "score_std": s_std,
+        "score_gap12": (ordered[0] - ordered[1]) if len(ordered) > 1 else None,
+        "n_kept_after_threshold": kept_after_threshold,
+        "query_text": query if include_text else None,
+    }
+    return event
