@@ -1,0 +1,44 @@
+# The two quickstart commands: `make demo` and `make test`. Both build the
+# environment from scratch when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# the CPU build of torch that lies on this disk; GPU users install their own torch first
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_VERBOSITY := error
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow venv system-deps lint generate bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	./scripts/install-system-deps.sh
+
+demo: venv
+	$(VENV)/bin/rerank-ops demo
+
+test: venv system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: venv system-deps
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check rerank_plugins ops tests benchmarks examples
+
+generate: venv
+	$(VENV)/bin/rerank-ops mixin --write
+
+bench: venv
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache
