@@ -98,6 +98,7 @@ class _Request:
     deadline: Deadline
     started: float
     request_id: str
+    tail: list[Candidate] = field(default_factory=list)
     query_fp: str = ""
     keys: list[str] = field(default_factory=list)
     raw: list[float | None] = field(default_factory=list)
@@ -139,6 +140,8 @@ class Reranker:
         event_log: An :class:`EventLog` or a directory for JSONL events. Defaults to none.
         secret: Operator secret for fingerprints (default ``RERANK_PLUGINS_SECRET``).
         max_candidates: Larger requests are refused. Defaults to 1000.
+        rerank_depth: Score only the first N candidates; the rest follow in retrieval
+            order (or are dropped when a threshold is set). Defaults to ``None`` (all).
         max_inference_threads: Bound on model threads, hung ones included. Defaults to 4.
 
     Example::
@@ -171,6 +174,7 @@ class Reranker:
         include_text: bool = False,
         secret: str | bytes | None = None,
         max_candidates: int = 1000,
+        rerank_depth: int | None = None,
         max_inference_threads: int = 4,
         max_pending: int = 256,
         stuck_after_s: float | None = None,
@@ -216,7 +220,19 @@ class Reranker:
         if not isinstance(max_candidates, int) or max_candidates < 1:
             raise ConfigurationError("max_candidates must be an int >= 1")
         self.max_candidates = max_candidates
+        if rerank_depth is not None and (
+                not isinstance(rerank_depth, int) or rerank_depth < 1):
+            raise ConfigurationError("rerank_depth must be an int >= 1 or None")
+        self.rerank_depth = rerank_depth
         instruments.get()
+
+    @classmethod
+    def from_config(cls, path: str | Path, **overrides) -> Reranker:
+        """Build a Reranker from a settings file (``rerank-ops eval --tune``);
+        keyword arguments override the file."""
+        from .config import load_reranker_settings
+
+        return cls(**{**load_reranker_settings(path), **overrides})
 
     # -- public -------------------------------------------------------------------
     @property
@@ -315,10 +331,13 @@ class Reranker:
                 f"duplicate candidate ids {sorted(set(duplicates))[:5]}: ids must be unique "
                 "within a request (deduplicate the retrieved list first)")
         deadline = Deadline(None if self.timeout_ms is None else self.timeout_ms / 1000.0)
+        tail: list[Candidate] = []
+        if self.rerank_depth is not None and len(items) > self.rerank_depth:
+            items, tail = items[: self.rerank_depth], items[self.rerank_depth :]
         request = _Request(
             query=query, safe_query=safe_text(query), candidates=items,
             texts=[safe_text(c.text) for c in items], top_n=top_n, deadline=deadline,
-            started=started, request_id=uuid.uuid4().hex)
+            started=started, request_id=uuid.uuid4().hex, tail=tail)
         request.t_validate = time.perf_counter() - started
         return request
 
@@ -455,7 +474,10 @@ class Reranker:
                 calibration.apply(r) if calibration else activate(r, activation) for r in raw
             ]
             kept, dropped, kept_after = select(
-                candidates, raw, model_scores, self.settings, top_n=request.top_n)
+                candidates, raw, model_scores, self.settings,
+                top_n=None if request.tail else request.top_n)
+            if request.tail:
+                kept, dropped = self._with_tail(request, kept, dropped)
             if reason is not None:
                 status = Status.FALLBACK
             elif request.misses == 0:
@@ -481,8 +503,23 @@ class Reranker:
         self._record(request, result, model_scores, kept_after, slot)
         return result
 
+    def _with_tail(self, request: _Request, kept, dropped):
+        """Candidates past ``rerank_depth`` follow the scored ones in retrieval order
+        (or are dropped when a threshold is set: they were never scored)."""
+        offset = len(request.candidates)
+        tail = [RankedItem(c_, None, None, None, offset + i) for i, c_ in enumerate(request.tail)]
+        if self.settings.threshold is None:
+            kept = kept + tail
+        else:
+            dropped = dropped + tail
+        limit = request.top_n or self.settings.top_n
+        if limit is not None and len(kept) > limit:
+            kept, dropped = kept[:limit], kept[limit:] + dropped
+        return kept, dropped
+
     def _retrieval_order(self, request: _Request):
-        items = [RankedItem(c_, None, None, None, i) for i, c_ in enumerate(request.candidates)]
+        everything = request.candidates + request.tail
+        items = [RankedItem(c_, None, None, None, i) for i, c_ in enumerate(everything)]
         limit = request.top_n or self.settings.top_n
         if limit is None:
             return items, []
