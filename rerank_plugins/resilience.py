@@ -44,6 +44,7 @@ class Deadline:
 class _Permit:
     issued_at: float
     half_open: bool
+    generation: int = 0
     done: bool = False
 
 
@@ -55,7 +56,11 @@ class CircuitBreaker:
     While open it rejects without calling. After ``reset_timeout_s`` it is half-open
     and lets ``half_open_max_calls`` probes through; a probe success closes it, a
     probe failure re-opens it. A probe that never reports back returns its permit
-    after ``probe_timeout_s``.
+    after ``probe_timeout_s``; its outcome, should it arrive later, is ignored.
+
+    Every state change starts a new generation: an outcome reported on a permit
+    issued in an earlier generation (a slow call that outlived an open/close cycle)
+    is ignored, so stale news never flips the current state.
 
     Args:
         name: Shown in metrics (``breaker`` label).
@@ -103,6 +108,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._outcomes: collections.deque[bool] = collections.deque(maxlen=window)
         self._probes: list[_Permit] = []
+        self._generation = 0
         self.transitions: list[tuple[str, str]] = []
         self._listeners: list[Callable[[str, str], None]] = []
 
@@ -113,6 +119,7 @@ class CircuitBreaker:
     def _set(self, new: str) -> None:
         old, self._state = self._state, new
         if old != new:
+            self._generation += 1
             self.transitions.append((old, new))
             for listener in self._listeners:
                 try:
@@ -125,10 +132,15 @@ class CircuitBreaker:
             self._set(HALF_OPEN)
             self._probes = []
         if self._state == HALF_OPEN:
-            self._probes = [
-                p for p in self._probes
-                if not p.done and now - p.issued_at < self.probe_timeout_s
-            ]
+            live = []
+            for probe in self._probes:
+                if probe.done:
+                    continue
+                if now - probe.issued_at >= self.probe_timeout_s:
+                    probe.done = True  # reclaimed: a late outcome no longer counts
+                    continue
+                live.append(probe)
+            self._probes = live
 
     @property
     def state(self) -> str:
@@ -146,18 +158,22 @@ class CircuitBreaker:
             if self._state == HALF_OPEN:
                 if len(self._probes) >= self.half_open_max_calls:
                     raise CircuitOpenError(f"circuit {self.name!r} is half-open; probe in flight")
-                permit = _Permit(now, True)
+                permit = _Permit(now, True, self._generation)
                 self._probes.append(permit)
                 return permit
-            return _Permit(now, False)
+            return _Permit(now, False, self._generation)
 
     def _finish(self, permit: _Permit) -> bool:
+        """Mark ``permit`` used; True when its outcome still counts."""
+        if permit.half_open:
+            self._refresh(self._clock())  # reclaim an expired probe before it reports
         if permit.done:
             return False
         permit.done = True
-        return True
+        return permit.generation == self._generation
 
     def record_success(self, permit: _Permit) -> None:
+        """Report that the call made under ``permit`` succeeded."""
         with self._lock:
             if not self._finish(permit):
                 return
@@ -168,6 +184,7 @@ class CircuitBreaker:
                 self._set(CLOSED)
 
     def record_failure(self, permit: _Permit) -> None:
+        """Report that the call made under ``permit`` failed (error or timeout)."""
         with self._lock:
             if not self._finish(permit):
                 return
@@ -272,6 +289,10 @@ class InferenceEngine:
             if self._closed:
                 raise Overloaded(f"inference engine {self.name!r} is closed")
             if len(self._queue) >= self.max_pending:
+                # jobs whose callers gave up hold no one's place in the queue
+                self._queue = collections.deque(
+                    job for job in self._queue if not job.future.cancelled())
+            if len(self._queue) >= self.max_pending:
                 raise Overloaded(f"{len(self._queue)} requests already queued for the model")
             now = self._clock()
             healthy = self._workers - sum(
@@ -348,6 +369,11 @@ class InferenceEngine:
                     self.batches_run += 1
                     with self._cond:
                         self._busy.pop(worker_id, None)
+                        # a worker back from a long (hung) call is surplus once another
+                        # serves the queue: retire now rather than idle for minutes
+                        surplus = not self._queue and self._workers > 1
+                if surplus:
+                    return
         finally:
             with self._cond:
                 self._workers -= 1

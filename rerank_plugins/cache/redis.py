@@ -11,6 +11,7 @@ slow Redis never delays a response.
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,8 @@ from ..resilience import CircuitBreaker
 from ..telemetry import instruments
 
 VALUE_SCHEMA = 1
+#: A signed value is ~100 bytes; anything much longer was not written by us.
+MAX_VALUE_BYTES = 512
 
 
 class RedisCache:
@@ -28,7 +31,10 @@ class RedisCache:
 
     Args:
         url: ``redis://host:port/db``. Mutually exclusive with ``client``.
-        client: A ready ``redis.Redis`` (its timeouts are the caller's choice).
+        client: A ``redis.Redis`` whose connection settings (host, port, db,
+            credentials, TLS) are reused; the cache opens its own pool with its
+            own short timeouts and no retries, so a client built with redis-py's
+            defaults (seconds of socket timeout, retries) never slows a request.
         prefix: Key namespace. Defaults to ``"rrp:"``.
         ttl_s: Entry lifetime in seconds. Defaults to 1 day.
         socket_timeout_s: Per-operation timeout. Defaults to 0.025.
@@ -67,18 +73,11 @@ class RedisCache:
                 "RedisCache needs redis-py: pip install 'rerank-plugins[redis]'") from exc
         if (url is None) == (client is None):
             raise ConfigurationError("give exactly one of url= or client=")
-        if client is None:
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout_s,
-                socket_connect_timeout=connect_timeout_s,
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-                health_check_interval=0,
-            )
+        if not 0 < socket_timeout_s <= 1.0 or not 0 < connect_timeout_s <= 1.0:
+            raise ConfigurationError(
+                "socket_timeout_s and connect_timeout_s must be in (0, 1] seconds: the "
+                "cache sits on the request path")
+        client = _fast_client(redis, url, client, socket_timeout_s, connect_timeout_s)
         self._redis = redis
         self.client = client
         self.prefix = prefix
@@ -90,6 +89,7 @@ class RedisCache:
         self._writes: queue.Queue = queue.Queue(maxsize=write_queue)
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
+        self._closed = False
 
     # -- values -------------------------------------------------------------------
     def _encode(self, key: str, score: float) -> bytes:
@@ -99,18 +99,30 @@ class RedisCache:
                           separators=(",", ":")).encode()
 
     def _decode(self, key: str, raw: bytes) -> float | None:
+        """The score stored under ``key``, or ``None`` for anything we did not sign.
+
+        Never raises: hostile bytes (pickles, deep nesting, huge numbers, wrong
+        types, a valid value copied from another key) all come back as ``None``.
+        """
+        if not isinstance(raw, (bytes, bytearray, str)) or len(raw) > MAX_VALUE_BYTES:
+            return None
         try:
             value = json.loads(raw)
-            if not isinstance(value, dict) or value.get("v") != VALUE_SCHEMA:
+            if not isinstance(value, dict) or set(value) != {"v", "s", "h"}:
                 return None
-            score, signature = value["s"], value["h"]
-            if not isinstance(score, (int, float)) or not isinstance(signature, str):
+            version, score, signature = value["v"], value["s"], value["h"]
+            if type(version) is not int or version != VALUE_SCHEMA:
                 return None
-            body = json.dumps({"v": VALUE_SCHEMA, "s": float(score)}, separators=(",", ":"))
+            if type(score) not in (int, float) or not isinstance(signature, str):
+                return None
+            score = float(score)
+            if not math.isfinite(score):
+                return None
+            body = json.dumps({"v": VALUE_SCHEMA, "s": score}, separators=(",", ":"))
             if not self._fp.verify(key.encode() + b"|" + body.encode(), signature):
                 return None
-            return float(score)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return score
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             return None
 
     # -- protocol -----------------------------------------------------------------
@@ -124,7 +136,7 @@ class RedisCache:
             raise CacheError("redis circuit open") from exc
         try:
             values = self.client.mget([self.prefix + k for k in keys])
-        except self._redis.RedisError as exc:
+        except Exception as exc:  # noqa: BLE001 - any client failure is a cache failure
             self.breaker.record_failure(permit)
             instruments.cache_error(self.backend, "get", type(exc).__name__)
             raise CacheError(f"redis get failed: {type(exc).__name__}") from exc
@@ -142,6 +154,8 @@ class RedisCache:
 
     def set_many(self, items: Mapping[str, float]) -> None:
         if not items:
+            return
+        if self._closed:
             return
         self._ensure_writer()
         try:
@@ -166,9 +180,27 @@ class RedisCache:
                     target=self._write_loop, name="rerank-redis-writer", daemon=True)
                 self._writer.start()
 
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Stop the writer thread (queued writes are attempted first) and the pool."""
+        self._closed = True
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            try:
+                self._writes.put(None, timeout=timeout_s)
+            except queue.Full:
+                pass
+            writer.join(timeout_s)
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing a broken pool must not raise
+            pass
+
     def _write_loop(self) -> None:
         while True:
             items = self._writes.get()
+            if items is None:
+                self._writes.task_done()
+                return
             try:
                 try:
                     permit = self.breaker.acquire()
@@ -181,7 +213,7 @@ class RedisCache:
                         pipe.set(self.prefix + key, self._encode(key, score), ex=self.ttl_s)
                     pipe.execute()
                     self.breaker.record_success(permit)
-                except self._redis.RedisError as exc:
+                except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure
                     self.breaker.record_failure(permit)
                     instruments.cache_error(self.backend, "set", type(exc).__name__)
             finally:
@@ -193,3 +225,40 @@ class RedisCache:
             return bool(self.client.ping())
         except self._redis.RedisError:
             return False
+
+
+def _fast_client(redis, url: str | None, client, socket_timeout_s: float,
+                 connect_timeout_s: float):
+    """A client for the request path: short timeouts, no retries, no health checks.
+
+    redis-py's defaults (5 s socket and connect timeouts, three retries with
+    backoff, timeouts relaxed to 10 s during maintenance notifications) would turn
+    one Redis outage into seconds per request; here every operation either
+    answers within ``socket_timeout_s`` or fails once.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    fast = {
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": connect_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_error": [],
+        "health_check_interval": 0,
+    }
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+
+        fast["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    except ImportError:  # redis-py < 7 has no maintenance notifications
+        pass
+    if url is not None:
+        return redis.Redis.from_url(url, **fast)
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    for derived in ("maint_notifications_pool_handler", "orig_host_address",
+                    "orig_socket_timeout", "orig_socket_connect_timeout", "retry_on_timeout"):
+        kwargs.pop(derived, None)
+    kwargs.update(fast)
+    pool = redis.ConnectionPool(
+        connection_class=client.connection_pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=pool)
