@@ -11,6 +11,7 @@ gives the name as it appears after that translation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -47,13 +48,34 @@ class MetricSpec:
 
     @property
     def prom_name(self) -> str:
-        """The Prometheus series name (without ``_bucket``/``_sum``/``_count``)."""
-        base = self.name.replace(".", "_")
-        if self.unit == "s" and not base.endswith("_seconds"):
-            base += "_seconds"
+        """The Prometheus series name (without ``_bucket``/``_sum``/``_count``).
+
+        Mirrors what opentelemetry-exporter-prometheus emits: invalid characters
+        become ``_``, ``{...}`` unit annotations are dropped, ``"1"`` adds nothing,
+        other units add their Prometheus word (``s`` -> ``_seconds``), and counters
+        end in ``_total``. ``tests/test_metrics_endpoint.py`` checks this against
+        the exporter itself.
+        """
+        base = _PROM_INVALID.sub("_", self.name)
+        suffix = _prom_unit(self.unit)
+        if suffix and not base.endswith("_" + suffix):
+            base += "_" + suffix
         if self.kind is Kind.COUNTER and not base.endswith("_total"):
             base += "_total"
         return base
+
+
+_PROM_INVALID = re.compile(r"[^a-zA-Z0-9:]+")
+_UNIT_ANNOTATION = re.compile(r"\{.*\}")
+# The units this contract uses (plus near neighbours), as the exporter spells them.
+_PROM_UNITS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "", "%": "percent"}
+
+
+def _prom_unit(unit: str) -> str:
+    unit = _UNIT_ANNOTATION.sub("", unit)
+    if unit in _PROM_UNITS:
+        return _PROM_UNITS[unit]
+    return _PROM_INVALID.sub("_", unit).strip("_")
 
 
 # Label names (one place, so dashboards and code agree)
