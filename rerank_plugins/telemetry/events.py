@@ -6,12 +6,16 @@ length. ``include_text=True`` (an explicit operator opt-in) adds the query text.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 SCHEMA_VERSION = 1
 
@@ -45,7 +49,52 @@ FIELDS: dict[str, str] = {
 
 
 def word_count(text: str) -> int:
+    """Words in ``text`` (the event's length unit; cheap and tokenizer-independent)."""
     return len(_WORD.findall(text))
+
+
+def event_files(path: str | os.PathLike) -> list[Path]:
+    """The event files at ``path`` (a file, or a directory of JSONL/Parquet parts).
+
+    Torn (``*.torn``) and temporary (``.*.tmp``) files are never listed.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.glob("events-*") if p.suffix in (".jsonl", ".parquet"))
+
+
+def read_events(path: str | os.PathLike, *, since: float | None = None,
+                until: float | None = None) -> Iterator[dict]:
+    """Yield the events stored at ``path``, optionally within ``[since, until)`` (unix s).
+
+    A JSONL line without its newline (a file still being written) is skipped, as
+    are records of a schema version this code does not know.
+    """
+    for file in event_files(path):
+        if file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(file).to_pylist()
+        else:
+            rows = _jsonl_rows(file)
+        for row in rows:
+            if row.get("schema_version") != SCHEMA_VERSION:
+                continue
+            ts = row.get("ts")
+            if since is not None and (ts is None or ts < since):
+                continue
+            if until is not None and (ts is None or ts >= until):
+                continue
+            yield row
+
+
+def _jsonl_rows(file: Path) -> Iterator[dict]:
+    with open(file, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                return
+            yield json.loads(line)
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None, float | None, float | None]:

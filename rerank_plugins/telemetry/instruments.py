@@ -79,14 +79,18 @@ def reset_for_tests() -> None:
 
 
 def register_breaker(breaker) -> None:
+    """Report ``breaker``'s state in ``rerank_circuit_state`` while it lives."""
     _breakers.add(breaker)
 
 
 def register_engine(model: str, engine) -> None:
+    """Report ``engine``'s abandoned inference threads while it lives."""
+    _engines[:] = [(m, ref) for m, ref in _engines if ref() is not None]
     _engines.append((model, weakref.ref(engine)))
 
 
 def register_model(description: dict[str, str]) -> None:
+    """Publish ``rerank_model_info`` (always 1) for a loaded model."""
     labels = {
         c.L_MODEL: description.get("model", ""),
         c.L_REVISION: description.get("revision", ""),
@@ -97,16 +101,20 @@ def register_model(description: dict[str, str]) -> None:
 
 
 def add(spec: c.MetricSpec, value: float, **labels: str) -> None:
+    """Add ``value`` to the counter ``spec``."""
     get()[spec.name].add(value, labels)
 
 
 def observe(spec: c.MetricSpec, value: float, **labels: str) -> None:
+    """Record ``value`` in the histogram ``spec``."""
     get()[spec.name].record(value, labels)
 
 
 def cache_error(backend: str, operation: str, cause: str) -> None:
+    """Count one cache backend failure."""
     add(c.CACHE_ERRORS, 1, **{c.L_BACKEND: backend, c.L_OPERATION: operation, c.L_CAUSE: cause})
 
 
 def event_dropped(backend: str, reason: str, count: int = 1) -> None:
+    """Count ``count`` events the event log lost, by a bounded ``reason``."""
     add(c.EVENTS_DROPPED, count, **{c.L_BACKEND: backend, c.L_REASON: reason})
