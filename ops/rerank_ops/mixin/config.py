@@ -1,0 +1,140 @@
+"""The mixin's one configuration: SLO targets, selectors, runbook base URL.
+
+The values live only in ``config.yaml`` next to this module (no defaults are
+repeated here). Every field is required; a missing or empty value raises
+:class:`MixinConfigError` naming the key, so generation stops loudly instead of
+writing rules with a hole in them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w|y)$")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
+            "y": 31536000}
+
+
+class MixinConfigError(ValueError):
+    """The mixin configuration is missing a value or holds an invalid one."""
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a single-unit Prometheus duration such as ``30m`` or ``1d``.
+
+    Args:
+        value: The duration string.
+
+    Raises:
+        MixinConfigError: When ``value`` is not a single-unit duration.
+    """
+    match = _DURATION.match(value)
+    if match is None:
+        raise MixinConfigError(f"{value!r} is not a Prometheus duration like 30m or 1d")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class MixinConfig:
+    """Settings that the dashboards and rules are built from (see ``config.yaml``)."""
+
+    reranker_selector: str
+    drift_selector: str
+    availability_slo: float
+    slo_window: str
+    latency_p99_slo_seconds: float
+    latency_alert_for: str
+    cache_hit_ratio_collapse_factor: float
+    truncation_ratio_threshold: float
+    drift_share_threshold: float
+    drift_interval: str
+    runbook_base_url: str
+    dashboard_uid_prefix: str
+    dashboard_tag: str
+    grafana_dashboards_path: str
+
+    @property
+    def error_budget(self) -> float:
+        """Allowed share of fallback requests, ``1 - availability_slo``."""
+        return round(1.0 - self.availability_slo, 10)
+
+    def validate(self) -> None:
+        """Check ranges and formats.
+
+        Raises:
+            MixinConfigError: On the first invalid value.
+        """
+        for name in ("availability_slo", "cache_hit_ratio_collapse_factor",
+                     "truncation_ratio_threshold", "drift_share_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise MixinConfigError(f"{name} must be in (0, 1), got {value}")
+        if self.latency_p99_slo_seconds <= 0:
+            raise MixinConfigError("latency_p99_slo_seconds must be > 0")
+        for name in ("slo_window", "latency_alert_for", "drift_interval"):
+            duration_seconds(getattr(self, name))
+        if self.runbook_base_url.endswith("/"):
+            raise MixinConfigError("runbook_base_url must not end with '/'")
+
+
+def load_config(path: str | Path | None = None) -> MixinConfig:
+    """Read and validate a mixin configuration file.
+
+    Args:
+        path: A YAML file with every field of :class:`MixinConfig`. Defaults to
+            the shipped ``config.yaml``.
+
+    Raises:
+        MixinConfigError: When the file is unreadable, a key is missing, empty or
+            unknown, or a value is out of range.
+
+    Example::
+
+        config = load_config()
+        config.error_budget  # 0.005
+    """
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise MixinConfigError(f"cannot read mixin config {source}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MixinConfigError(f"{source}: expected a mapping of settings")
+    return config_from_mapping(raw, source=str(source))
+
+
+def config_from_mapping(raw: dict, *, source: str = "<mapping>") -> MixinConfig:
+    """Build a validated :class:`MixinConfig` from a mapping of settings.
+
+    Args:
+        raw: Setting name to value.
+        source: Named in error messages.
+
+    Raises:
+        MixinConfigError: As for :func:`load_config`.
+    """
+    fields = {f.name: f for f in dataclasses.fields(MixinConfig)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise MixinConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+    missing = sorted(name for name in fields if raw.get(name) in (None, ""))
+    if missing:
+        raise MixinConfigError(
+            f"{source}: required setting(s) without a value: {', '.join(missing)}")
+    values = {}
+    for name, field in fields.items():
+        kind = float if field.type == "float" else str
+        try:
+            values[name] = kind(raw[name])
+        except (TypeError, ValueError) as exc:
+            raise MixinConfigError(f"{source}: {name}: {exc}") from exc
+    config = MixinConfig(**values)
+    config.validate()
+    return config

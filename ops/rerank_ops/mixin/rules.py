@@ -1,0 +1,267 @@
+"""Prometheus recording and alert rules, built from the contract and the config.
+
+Recording rules are named ``level:metric:operations`` (the Prometheus naming
+convention): the labels kept, the contract metric, the operations applied.
+Alerts page (``severity: critical``) when users are hurt now and open a ticket
+(``severity: warning``) when something will hurt them if left alone. Every alert
+gets ``summary``, ``description`` and a ``runbook_url`` from one pattern
+(:func:`runbook_url`).
+
+The error budget alerts follow the multi-window, multi-burn-rate recipe of the
+Google SRE workbook: a burn rate of 14.4 over 1h spends 2% of a 30-day budget, so
+it pages; each long window is paired with a short one so the alert also resolves
+quickly once the fallbacks stop.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rerank_plugins.telemetry import contract as c
+
+from .config import MixinConfig, duration_seconds
+from .promql import matchers, quantile, rate, series
+
+#: Windows for which the fallback ratio is recorded (all burn-rate windows).
+FALLBACK_RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+LATENCY_QUANTILES = (0.5, 0.95, 0.99)
+#: The Redis cache's own breaker: a cache outage costs latency, not answers, so it
+#: does not page (the cache alerts and the on-call dashboard cover it).
+CACHE_BREAKER = "cache"
+
+# Recording rule names (level:metric:operations)
+REQUESTS_RATE = "model_status:rerank_requests:rate5m"
+LATENCY_QUANTILE = "model_quantile:rerank_request_duration_seconds:histogram_quantile"
+CACHE_HIT_RATIO = "backend:rerank_cache_lookups_hit:ratio_rate{window}"
+TRUNCATION_RATIO = "model:rerank_truncations:ratio_rate1h"
+
+
+def fallback_ratio(window: str) -> str:
+    """Name of the recorded share of fallback requests over ``window``."""
+    return f"model:rerank_requests_fallback:ratio_rate{window}"
+
+
+@dataclass(frozen=True)
+class BurnRate:
+    """One long/short window pair of the error budget alerts."""
+
+    long_window: str
+    short_window: str
+    factor: float
+    severity: str
+    for_: str
+
+
+#: The SRE workbook table for a 30-day SLO.
+BURN_RATES = (
+    BurnRate("1h", "5m", 14.4, "critical", "2m"),
+    BurnRate("6h", "30m", 6, "critical", "15m"),
+    BurnRate("1d", "2h", 3, "warning", "1h"),
+    BurnRate("3d", "6h", 1, "warning", "3h"),
+)
+
+
+def alert_slug(alert: str) -> str:
+    """``RerankLatencyP99AboveSLO`` -> ``rerank-latency-p99-above-slo``."""
+    words = re.split(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", alert)
+    return "-".join(word.lower() for word in words)
+
+
+def runbook_url(config: MixinConfig, alert: str) -> str:
+    """The one runbook link pattern: ``<base>/<alert-slug>.md``."""
+    return f"{config.runbook_base_url}/{alert_slug(alert)}.md"
+
+
+def share(numerator: str, denominator: str) -> str:
+    """``numerator / denominator`` that is 0, not empty, when the numerator has no series.
+
+    A counter labelled ``status="fallback"`` only exists after the first fallback,
+    so a plain division would show "no data" on a healthy service.
+    """
+    return f"({numerator} or {denominator} * 0) / {denominator}"
+
+
+def _number(value: float) -> str:
+    return repr(round(value, 10))
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def recording_rules(config: MixinConfig) -> list[dict]:
+    """The recording rules (one group)."""
+    sel = config.reranker_selector
+    rules = [{
+        "record": REQUESTS_RATE,
+        "expr": rate(c.REQUESTS, sel, "5m", by=(c.L_MODEL, c.L_STATUS)),
+    }]
+    for window in FALLBACK_RATIO_WINDOWS:
+        rules.append({
+            "record": fallback_ratio(window),
+            "expr": share(
+                rate(c.REQUESTS, sel, window, by=(c.L_MODEL,), status="fallback"),
+                rate(c.REQUESTS, sel, window, by=(c.L_MODEL,))),
+        })
+    for q in LATENCY_QUANTILES:
+        rules.append({
+            "record": LATENCY_QUANTILE,
+            "expr": quantile(q, c.REQUEST_DURATION, sel, "5m", by=(c.L_MODEL,)),
+            "labels": {"quantile": str(q)},
+        })
+    for window in ("30m", "6h"):
+        rules.append({
+            "record": CACHE_HIT_RATIO.format(window=window),
+            "expr": share(
+                rate(c.CACHE_LOOKUPS, sel, window, by=(c.L_BACKEND,), result="hit"),
+                rate(c.CACHE_LOOKUPS, sel, window, by=(c.L_BACKEND,))),
+        })
+    rules.append({
+        "record": TRUNCATION_RATIO,
+        "expr": share(rate(c.TRUNCATIONS, sel, "1h", by=(c.L_MODEL,)),
+                      rate(c.MODEL_PAIRS, sel, "1h", by=(c.L_MODEL,))),
+    })
+    return rules
+
+
+def _alert(config: MixinConfig, name: str, expr: str, severity: str, summary: str,
+           description: str, for_: str | None = None, labels: dict | None = None) -> dict:
+    rule: dict = {"alert": name, "expr": expr}
+    if for_:
+        rule["for"] = for_
+    rule["labels"] = {"severity": severity, **(labels or {})}
+    rule["annotations"] = {
+        "summary": summary,
+        "description": description,
+        "runbook_url": runbook_url(config, name),
+    }
+    return rule
+
+
+def alert_rules(config: MixinConfig) -> list[dict]:
+    """The alert rules (one group), pages first."""
+    sel, drift = config.reranker_selector, config.drift_selector
+    budget = _number(config.error_budget)
+    slo_pct = f"{config.availability_slo * 100:g}%"
+    p99 = _number(config.latency_p99_slo_seconds)
+    not_cache_breaker = f'{c.L_BREAKER}!="{CACHE_BREAKER}"'
+    alerts = [_alert(
+        config, "RerankLatencyP99AboveSLO",
+        f'{LATENCY_QUANTILE}{{quantile="0.99"}} > {p99}',
+        "critical", "Rerank p99 latency is above its SLO.",
+        "p99 latency of model {{ $labels.model }} is {{ $value | humanizeDuration }} "
+        f"over the last 5 minutes; the SLO is {p99}s.",
+        config.latency_alert_for)]
+    for burn in BURN_RATES:
+        name = ("RerankFallbackBudgetBurnFast" if burn.severity == "critical"
+                else "RerankFallbackBudgetBurnSlow")
+        threshold = f"({_number(burn.factor)} * {budget})"
+        alerts.append(_alert(
+            config, name,
+            f"{fallback_ratio(burn.long_window)} > {threshold} and "
+            f"{fallback_ratio(burn.short_window)} > {threshold}",
+            burn.severity,
+            "Rerank requests fall back to retrieval order fast enough to spend the "
+            "error budget." if burn.severity == "critical" else
+            "Rerank fallbacks are slowly eating the error budget.",
+            "{{ $value | humanizePercentage }} of requests to model {{ $labels.model }} "
+            f"were served by the fallback chain over the last {burn.long_window} (and "
+            f"still over the last {burn.short_window}): {_number(burn.factor)}x the "
+            f"budget of a {slo_pct} availability SLO over {config.slo_window}.",
+            burn.for_,
+            {"long_window": burn.long_window, "short_window": burn.short_window}))
+    alerts += [
+        _alert(
+            config, "RerankCircuitOpen",
+            f"max by (breaker) (max_over_time({c.CIRCUIT_STATE.prom_name}"
+            f"{matchers(sel, not_cache_breaker)}[1m])) "
+            f"== {c.CIRCUIT_STATES['open']}",
+            "critical", "A rerank model circuit breaker is open.",
+            "Circuit breaker {{ $labels.breaker }} has been open (re-opening after every "
+            "probe) for 2 minutes: requests skip the model and get the fallback order.",
+            "2m"),
+        _alert(
+            config, "RerankTargetAbsent",
+            f"absent(up{matchers(sel)} == 1)",
+            "critical", "No reranker target is up.",
+            f"Prometheus has not scraped any target matching {{{sel}}} successfully "
+            "for 5 minutes: the reranker is down or invisible to monitoring.",
+            "5m"),
+        _alert(
+            config, "RerankCacheHitRateCollapse",
+            f"{CACHE_HIT_RATIO.format(window='30m')} < "
+            f"{_number(config.cache_hit_ratio_collapse_factor)} * "
+            f"{CACHE_HIT_RATIO.format(window='6h')}",
+            "warning", "The rerank cache hit ratio collapsed.",
+            "The {{ $labels.backend }} cache hit ratio over 30 minutes is "
+            "{{ $value | humanizePercentage }}, below "
+            f"{_number(config.cache_hit_ratio_collapse_factor)} of its 6-hour ratio.",
+            "30m"),
+        _alert(
+            config, "RerankEventLogDropping",
+            f"{rate(c.EVENTS_DROPPED, sel, '15m', by=(c.L_BACKEND, c.L_REASON))} > 0",
+            "warning", "The rerank event log is dropping events.",
+            "The {{ $labels.backend }} event log drops {{ $value | humanize }} events/s "
+            "({{ $labels.reason }}): drift reports will miss this traffic.",
+            "10m"),
+        _alert(
+            config, "RerankTruncationRateRising",
+            f"{TRUNCATION_RATIO} > {_number(config.truncation_ratio_threshold)}",
+            "warning", "More rerank inputs are cut to the model's max length.",
+            "{{ $value | humanizePercentage }} of pairs scored by model {{ $labels.model }}"
+            " over the last hour were truncated (threshold "
+            f"{config.truncation_ratio_threshold:.0%}): rankings ignore document tails.",
+            "30m"),
+        _alert(
+            config, "RerankDriftDetected",
+            f"max({series(c.DRIFT_SHARE, drift)}) > "
+            f"{_number(config.drift_share_threshold)} or (max({series(c.DRIFT_SHARE, drift)})"
+            f" and max({series(c.DRIFT_DETECTED, drift)}) == 1)",
+            "warning", "The last drift run found drift in the rerank features.",
+            "{{ $value | humanizePercentage }} of the monitored request features drifted "
+            "from the reference window in the last drift run.",
+        ),
+        _alert(
+            config, "RerankDriftJobStale",
+            f"time() - max({series(c.DRIFT_LAST_SUCCESS, drift)}) > "
+            f"{_number(2 * duration_seconds(config.drift_interval))}",
+            "warning", "The drift job has not succeeded for two intervals.",
+            "The last successful drift run was {{ $value | humanizeDuration }} ago "
+            f"(it should run every {config.drift_interval}).",
+            "15m", {"cause": "late"}),
+        _alert(
+            config, "RerankDriftJobStale",
+            f"absent({series(c.DRIFT_LAST_SUCCESS, drift)})",
+            "warning", "The drift job has not succeeded for two intervals.",
+            f"No drift job has reported a success (no {c.DRIFT_LAST_SUCCESS.prom_name} "
+            f"matching {{{drift}}}) for two intervals of {config.drift_interval}.",
+            _duration(2 * duration_seconds(config.drift_interval)), {"cause": "absent"}),
+        _alert(
+            config, "RerankModelVersionMismatch",
+            f"count by (model) (count by (model, revision) "
+            f"({series(c.MODEL_INFO, sel)})) > 1",
+            "warning", "Replicas serve different revisions of the same model.",
+            "{{ $value }} revisions of model {{ $labels.model }} have been serving for 30 "
+            "minutes: cached scores and rankings differ between replicas.",
+            "30m"),
+    ]
+    return alerts
+
+
+def alert_names(config: MixinConfig) -> list[str]:
+    """Distinct alert names, in rule order."""
+    return list(dict.fromkeys(rule["alert"] for rule in alert_rules(config)))
+
+
+def recording_groups(config: MixinConfig) -> dict:
+    """The recording rules file content."""
+    return {"groups": [{"name": "rerank.rules", "rules": recording_rules(config)}]}
+
+
+def alert_groups(config: MixinConfig) -> dict:
+    """The alert rules file content."""
+    return {"groups": [{"name": "rerank.alerts", "rules": alert_rules(config)}]}
