@@ -1,0 +1,265 @@
+"""The generated dashboards and rules against a real Prometheus and the real reranker.
+
+A real ``prometheus`` (Debian package) on a free loopback port, with a temporary
+TSDB, 1 s scrape and 1 s rule evaluation, loads the committed rule files and
+scrapes ``ops/deploy/example_app.py``: the default BiEncoderScorer behind the
+guarded Reranker, a real redis-server cache and a JSONL event log, under load.
+Faults are then injected for real where possible (Redis paused with SIGSTOP, the
+event-log directory replaced by a file) and through the app's fault-injecting
+scorer wrapper for the model outage.
+
+Windows: dashboard queries use ``$__rate_interval``, which Grafana sets to at
+least four scrape intervals; here it is replaced by 20s. The recording rules run
+unchanged: a ``rate()`` over 1h or 3d needs only two samples inside the window,
+so every window has data after a few seconds, and the fast-burn expression sees
+the outage dominate the short history, just as it would after an hour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, RedisServer, free_port
+from rerank_ops.mixin import ALERT_RULES, RECORDING_RULES, dashboards, load_config, rules
+
+RATE_INTERVAL = "20s"
+STARTUP_S = 180  # model import and load on a busy 2-core machine takes up to a minute
+
+
+class Prometheus:
+    """A real Prometheus server on 127.0.0.1 with a throwaway TSDB."""
+
+    def __init__(self, workdir: Path, scrape: dict[str, int], rule_files: list[Path]) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.skip("prometheus is not installed: `make system-deps` (apt prometheus)")
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
+                       "scrape_timeout": "1s"},
+            "rule_files": [str(path) for path in rule_files],
+            "scrape_configs": [
+                {"job_name": job, "honor_labels": True,
+                 "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                for job, port in scrape.items()],
+        }
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config_path}",
+             f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._ready(), 60, "prometheus did not become ready")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"prometheus exited with {self.proc.returncode}")
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def query(self, expr: str) -> list[dict]:
+        """Instant query; the result vector (empty when the expression has no data)."""
+        url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def rules(self) -> list[dict]:
+        with urllib.request.urlopen(self.url + "/api/v1/rules", timeout=10) as response:
+            return [rule for group in json.load(response)["data"]["groups"]
+                    for rule in group["rules"]]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+class ExampleApp:
+    """``ops/deploy/example_app.py`` as a subprocess, with its fault switch."""
+
+    def __init__(self, workdir: Path, redis_url: str) -> None:
+        self.workdir = workdir
+        self.faults_file = workdir / "faults.json"
+        self.faults_file.write_text("[]")
+        self.textfile_dir = workdir / "textfiles"
+        ports_file = workdir / "ports.json"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "ops")])}
+        self.log = open(workdir / "app.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "ops/deploy/example_app.py"), "--port", "0",
+             "--drift-port", "0", "--textfile-dir", str(self.textfile_dir),
+             "--port-file", str(ports_file), "--faults-file", str(self.faults_file),
+             "--redis-url", redis_url, "--event-log-dir", str(workdir / "events"),
+             "--rps", "3", "--timeout-ms", "15000", "--breaker-reset-s", "3"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+        def started() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"example app exited: {self.tail()}")
+            return ports_file.is_file()
+
+        wait_for(started, STARTUP_S, "example app did not start")
+        self.ports = json.loads(ports_file.read_text())
+
+    def set_faults(self, *names: str) -> None:
+        self.faults_file.write_text(json.dumps(list(names)))
+
+    def tail(self) -> str:
+        self.log.flush()
+        return (self.workdir / "app.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def wait_for(condition, timeout_s: float, message: str, interval_s: float = 0.5):
+    """Poll ``condition`` until it returns a truthy value; fail with ``message``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{message} within {timeout_s:.0f}s")
+        time.sleep(interval_s)
+
+
+def publish_drift_run(textfile_dir: Path) -> None:
+    """Write a drift run with the drift job's own publisher (rerank-ops drift --textfile).
+
+    The drift statistics are constructed here (computing them is the drift job's
+    test); what this feeds Prometheus is the real textfile output.
+    """
+    from rerank_ops.drift.logs import LogStats
+    from rerank_ops.drift.publish import build_registry, write_textfile
+    from rerank_ops.drift.report import DriftResult, FeatureResult
+
+    features = [
+        FeatureResult("top1_score", "numeric", "wasserstein", 0.1, 0.31, True),
+        FeatureResult("candidate_count", "numeric", "wasserstein", 0.1, 0.02, False),
+        FeatureResult("status", "categorical", "jensenshannon", 0.1, 0.05, False),
+    ]
+    result = DriftResult(features, 0.5, LogStats(), LogStats(), duration_s=2.5,
+                         finished_at=time.time())
+    write_textfile(textfile_dir / "rerank_drift.prom", build_registry(result))
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(dashboard/panel, expr) for every dashboard query, variables filled in."""
+    config = load_config()
+    found = []
+    for name in dashboards.DASHBOARDS:
+        board = dashboards.dashboard(config, name)
+        for expr in dashboards.queries(board):
+            expr = expr.replace("$__rate_interval", RATE_INTERVAL)
+            for variable, value in dashboards.VARIABLES_ALL.items():
+                expr = expr.replace(variable, value)
+            found.append((name, expr))
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("live-prometheus")
+    redis = RedisServer(workdir)
+    app = prometheus = None
+    try:
+        app = ExampleApp(workdir, redis.url)
+        publish_drift_run(app.textfile_dir)
+        prometheus = Prometheus(
+            workdir, {"rerank": app.ports["metrics"], "rerank_drift": app.ports["drift"]},
+            [ROOT / RECORDING_RULES, ROOT / ALERT_RULES])
+        yield app, prometheus, redis
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        if app is not None:
+            if redis.proc.poll() is None:
+                os.kill(redis.proc.pid, signal.SIGCONT)
+            app.stop()
+        redis.stop()
+
+
+@pytest.mark.slow
+def test_dashboards_and_rules_have_data_and_fallback_alert_fires_in_outage(stack):
+    app, prometheus, redis = stack
+    config = load_config()
+    fast_burn = [r for r in rules.alert_rules(config)
+                 if r["alert"] == "RerankFallbackBudgetBurnFast"][0]["expr"]
+    circuit_open = [r for r in rules.alert_rules(config)
+                    if r["alert"] == "RerankCircuitOpen"][0]["expr"]
+
+    # -- healthy: the model answers, some requests are fully cached, long docs truncate
+    wait_for(lambda: prometheus.query(
+        'sum(rerank_requests_total{job="rerank",status="ok"}) >= 8 and '
+        'sum(rerank_requests_total{job="rerank",status="cache"}) >= 2 and '
+        'sum(rerank_truncations_total{job="rerank"}) >= 1'), 240,
+        "healthy traffic did not show up in Prometheus")
+    loaded = {rule["name"]: rule for rule in prometheus.rules()}
+    assert all(rule["health"] == "ok" for rule in loaded.values()), loaded
+    assert prometheus.query(fast_burn) == [], "fast burn fired on a healthy service"
+    assert prometheus.query(circuit_open) == []
+
+    # -- outage: model raises, Redis hangs, event-log directory is gone
+    app.set_faults("scorer_outage", "event_log_failure")
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        firing = wait_for(lambda: prometheus.query(fast_burn), 120,
+                          "the fast-burn fallback alert expression did not turn true")
+        assert firing[0]["metric"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+        wait_for(lambda: prometheus.query(circuit_open), 60, "circuit-open did not fire")
+        wait_for(lambda: prometheus.query(
+            'ALERTS{alertname="RerankFallbackBudgetBurnFast",long_window="1h"}'), 30,
+            "Prometheus did not put the fast-burn alert in pending/firing")
+        wait_for(lambda: prometheus.query(
+            'sum(rerank_cache_errors_total{job="rerank"}) > 0 and '
+            'sum(rerank_event_log_dropped_total{job="rerank"}) > 0'), 60,
+            "cache errors and event-log drops did not show up")
+        time.sleep(3)  # a few more scrapes so every 20s window holds the fault series
+
+        missing = [f"{board}: {expr}" for board, expr in dashboard_queries()
+                   if not prometheus.query(expr)]
+        assert not missing, "dashboard queries without data:\n" + "\n".join(missing)
+
+        recorded = sorted({rule["record"] for rule in rules.recording_rules(config)})
+        empty = [name for name in recorded if not prometheus.query(name)]
+        assert not empty, f"recording rules without data: {empty}"
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        app.set_faults()
+
+    # -- recovery: the breaker probes, closes, and requests are model-served again
+    wait_for(lambda: prometheus.query(
+        'max(rerank_circuit_state{job="rerank",breaker="scorer"}) == 0 and '
+        'sum(increase(rerank_requests_total{job="rerank",status="ok"}[10s])) > 0'), 120,
+        "the reranker did not recover after the outage", interval_s=1)
