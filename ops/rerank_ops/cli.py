@@ -21,7 +21,7 @@ COMMANDS = {
     "doctor": ("doctor:doctor", "Check device, model, cache, log sink and metrics endpoint."),
     "runbooks": ("runbooks:runbooks", "List or show the on-call runbooks."),
     "mixin": ("mixin:mixin", "Generate dashboards and Prometheus rules from the metric contract."),
-    "finetune": ("finetune:finetune", "Domain-adapt a cross-encoder from labeled pairs."),
+    "finetune": ("finetune:finetune_cmd", "Domain-adapt a cross-encoder from labeled pairs."),
 }
 
 

@@ -35,7 +35,7 @@ class ScoredRun:
 
 
 def score_run(collection: Collection, scorer, *, depth: int = 100,
-              query_ids: Sequence[str] | None = None, chunk: int = 8,
+              query_ids: Sequence[str] | None = None, chunk: int = 64,
               progress: bool = True) -> ScoredRun:
     """Score the top-``depth`` candidates of every query with ``scorer`` (raw scores)."""
     from tqdm import tqdm

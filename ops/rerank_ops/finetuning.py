@@ -1,0 +1,185 @@
+"""Domain adaptation of a cross-encoder with sentence-transformers' training API.
+
+Training pairs come from a BEIR collection (qrels positives plus hard negatives
+from the first-stage run: highly ranked but unjudged documents) or from a feedback
+log recorded by the application (JSONL, one judgment per line). Only queries of
+the training split are used; the held-out split measures before/after.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .collections import Collection
+
+#: feedback values a log line may carry instead of a numeric label
+FEEDBACK_LABELS = {"click": 1.0, "thumbs_up": 1.0, "up": 1.0, "relevant": 1.0,
+                   "thumbs_down": 0.0, "down": 0.0, "skip": 0.0, "irrelevant": 0.0}
+
+
+class TrainingDataError(ValueError):
+    """The training input is missing, malformed or too small to train on."""
+
+
+@dataclass
+class Pairs:
+    queries: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    labels: list[float] = field(default_factory=list)
+
+    def add(self, query: str, text: str, label: float) -> None:
+        self.queries.append(query)
+        self.texts.append(text)
+        self.labels.append(float(label))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def positives(self) -> int:
+        return sum(1 for label in self.labels if label >= 0.5)
+
+
+def pairs_from_collection(collection: Collection, query_ids: Sequence[str], *,
+                          negatives_per_positive: int = 3, max_positives_per_query: int = 8,
+                          hard_negative_depth: int = 30, seed: int = 13) -> Pairs:
+    """Positives from qrels; hard negatives sampled from the run's top unjudged docs."""
+    rng = random.Random(seed)
+    pairs = Pairs()
+    for qid in query_ids:
+        judged = collection.qrels.get(qid, {})
+        positives = [d for d, grade in sorted(judged.items()) if grade > 0
+                     and d in collection.corpus][:max_positives_per_query]
+        if not positives:
+            continue
+        pool = [d for d, _ in collection.run.get(qid, [])[:hard_negative_depth]
+                if d not in judged and d in collection.corpus]
+        query = collection.queries[qid]
+        for doc in positives:
+            pairs.add(query, collection.doc_text(doc), 1.0)
+        wanted = min(len(pool), negatives_per_positive * len(positives))
+        for doc in rng.sample(pool, wanted):
+            pairs.add(query, collection.doc_text(doc), 0.0)
+    return pairs
+
+
+def pairs_from_feedback(path: str | Path) -> Pairs:
+    """Read ``{"query", "document", "label"|"feedback"}`` JSONL lines.
+
+    ``label`` is 0..1; ``feedback`` is one of ``FEEDBACK_LABELS``. Malformed lines
+    raise with their line number (training on silently skipped data hides bugs).
+    """
+    pairs = Pairs()
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                query, text = row["query"], row["document"]
+                if "label" in row:
+                    label = float(row["label"])
+                else:
+                    label = FEEDBACK_LABELS[str(row["feedback"]).lower()]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TrainingDataError(
+                    f"{path}:{number}: expected JSON with query, document and label (0..1) "
+                    f"or feedback in {sorted(FEEDBACK_LABELS)} ({exc!r})") from exc
+            if not isinstance(query, str) or not isinstance(text, str) or not 0 <= label <= 1:
+                raise TrainingDataError(f"{path}:{number}: query/document must be text and "
+                                        "label within 0..1")
+            pairs.add(query, text, label)
+    return pairs
+
+
+@dataclass
+class FinetuneResult:
+    output_dir: str
+    pairs: int
+    positives: int
+    seconds: float
+    loss_first: float | None
+    loss_last: float | None
+    losses: list[float]
+    bf16: bool
+    steps: int
+
+
+def finetune(start_model: str, pairs: Pairs, output_dir: str | Path, *, epochs: int = 1,
+             batch_size: int = 16, learning_rate: float = 5e-5, max_length: int = 256,
+             bf16: bool | None = None, seed: int = 13, logging_steps: int = 10,
+             save_steps: int = 200, progress: bool = True) -> FinetuneResult:
+    """Train a cross-encoder on ``pairs`` starting from ``start_model``; save it."""
+    if len(pairs) < 8 or pairs.positives == 0 or pairs.positives == len(pairs):
+        raise TrainingDataError(
+            f"{len(pairs)} pairs with {pairs.positives} positives: need at least 8 pairs "
+            "with both relevant and non-relevant examples")
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from rerank_plugins.device import cpu_has_fast_bf16, read_cpu_flags
+
+    if bf16 is None:
+        bf16 = (not torch.cuda.is_available()) and cpu_has_fast_bf16(read_cpu_flags())
+    torch.manual_seed(seed)
+    model = CrossEncoder(start_model, num_labels=1, max_length=max_length,
+                         local_files_only=Path(start_model).is_dir())
+    dataset = Dataset.from_dict({"query": pairs.queries, "document": pairs.texts,
+                                 "label": pairs.labels}).shuffle(seed=seed)
+    output_dir = Path(output_dir)
+    checkpoints = output_dir / "checkpoints"
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(checkpoints), num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+        warmup_ratio=0.1, bf16=bf16, use_cpu=not torch.cuda.is_available(),
+        logging_steps=logging_steps, save_strategy="steps", save_steps=save_steps,
+        save_total_limit=1, seed=seed, report_to=[], disable_tqdm=not progress,
+        dataloader_num_workers=0)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset,
+                                  loss=BinaryCrossEntropyLoss(model))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    model.save_pretrained(str(output_dir))
+    return FinetuneResult(str(output_dir), len(pairs), pairs.positives, seconds,
+                          losses[0] if losses else None, losses[-1] if losses else None,
+                          losses, bool(bf16), int(trainer.state.global_step))
+
+
+def write_model_card(output_dir: str | Path, *, start_model: str, data: dict, settings: dict,
+                     result: FinetuneResult, metrics: dict | None) -> Path:
+    """Describe the data, settings and before/after metrics next to the weights."""
+    lines = [
+        "# Fine-tuned reranker (rerank-plugins)", "",
+        f"Started from `{start_model}`; trained with `rerank-ops finetune` "
+        "(sentence-transformers CrossEncoderTrainer, BinaryCrossEntropyLoss).", "",
+        "## Data", "",
+    ]
+    lines += [f"- {key}: {value}" for key, value in data.items()]
+    lines += ["", "## Settings", ""]
+    lines += [f"- {key}: {value}" for key, value in settings.items()]
+    lines += ["", "## Training", "",
+              f"- pairs: {result.pairs} ({result.positives} positive)",
+              f"- steps: {result.steps}, seconds: {result.seconds:.1f}, bf16: {result.bf16}",
+              f"- training loss: first {result.loss_first} -> last {result.loss_last}", ""]
+    if metrics:
+        lines += ["## Held-out queries (never trained on)", "",
+                  "| ranking | nDCG@10 | RR@10 | R@100 |", "|---|---|---|---|"]
+        for name, values in metrics.items():
+            lines.append(f"| {name} | {values.get('nDCG@10', 0):.4f} | "
+                         f"{values.get('RR@10', 0):.4f} | {values.get('R@100', 0):.4f} |")
+    path = Path(output_dir) / "README.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
