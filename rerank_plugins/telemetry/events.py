@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import statistics
 import time
 import uuid
@@ -18,8 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 SCHEMA_VERSION = 1
-
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 #: Numeric columns drift detection monitors, in a stable order.
 NUMERIC_FEATURES = (
@@ -49,8 +46,12 @@ FIELDS: dict[str, str] = {
 
 
 def word_count(text: str) -> int:
-    """Words in ``text`` (the event's length unit; cheap and tokenizer-independent)."""
-    return len(_WORD.findall(text))
+    """Whitespace-separated words in ``text``: the event's length unit.
+
+    Tokenizer-independent, and ``str.split`` runs several times faster than a regex
+    on the request path (it counts "lift," as one word, which drift does not mind).
+    """
+    return len(text.split())
 
 
 def event_files(path: str | os.PathLike) -> list[Path]:
