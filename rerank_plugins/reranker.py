@@ -60,10 +60,11 @@ class _Slot:
         instruments.register_engine(scorer.model_id, self.engine)
         instruments.register_model(scorer.describe())
 
-    def submit(self, query: str, texts: list[str]) -> tuple[object, concurrent.futures.Future]:
+    def submit(self, query: str, texts: list[str], deadline_at: float | None = None
+               ) -> tuple[object, concurrent.futures.Future]:
         permit = self.breaker.acquire()  # CircuitOpenError -> fallback
         try:
-            future = self.engine.submit([ScoreRequest(query, texts)])
+            future = self.engine.submit([ScoreRequest(query, texts, deadline_at)])
         except Overloaded:
             self.breaker.release(permit)
             raise
@@ -401,7 +402,8 @@ class Reranker:
         indices, unique = self._work(request, all_texts)
         started = time.perf_counter()
         try:
-            permit, future = slot.submit(request.safe_query, unique)
+            permit, future = slot.submit(request.safe_query, unique,
+                                         request.deadline.expires_at)
             error = None
             try:
                 future.result(timeout=request.deadline.remaining())
@@ -416,7 +418,8 @@ class Reranker:
         indices, unique = self._work(request, all_texts)
         started = time.perf_counter()
         try:
-            permit, future = slot.submit(request.safe_query, unique)
+            permit, future = slot.submit(request.safe_query, unique,
+                                         request.deadline.expires_at)
             error = None
             try:
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),

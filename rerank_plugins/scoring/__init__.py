@@ -5,7 +5,7 @@ from .default_model import DEFAULT_CROSS_ENCODER, bundled_model_path
 
 __all__ = [
     "DEFAULT_CROSS_ENCODER", "BiEncoderScorer", "CrossEncoderScorer", "ScoreOutput",
-    "ScoreRequest", "Scorer", "bundled_model_path",
+    "RemoteScorer", "ScoreRequest", "Scorer", "bundled_model_path",
 ]
 
 
@@ -19,4 +19,8 @@ def __getattr__(name: str):
         from .bi_encoder import BiEncoderScorer
 
         return BiEncoderScorer
+    if name == "RemoteScorer":  # httpx loads only when a remote scorer is asked for
+        from .remote import RemoteScorer
+
+        return RemoteScorer
     raise AttributeError(name)

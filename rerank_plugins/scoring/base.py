@@ -9,10 +9,16 @@ from typing import Protocol, runtime_checkable
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """One query with the documents to score against it."""
+    """One query with the documents to score against it.
+
+    ``deadline_at`` is the ``time.monotonic()`` instant after which nobody waits for
+    these scores (the reranker fills it with the request deadline). Local scorers may
+    ignore it; a remote scorer caps its timeouts and retries by it.
+    """
 
     query: str
     texts: Sequence[str]
+    deadline_at: float | None = None
 
 
 @dataclass

@@ -1,0 +1,528 @@
+"""Remote scorer: a serving engine runs the model, the guard rails stay here.
+
+Two wire protocols are spoken:
+
+* ``"tei"`` -- Hugging Face text-embeddings-inference ``POST /rerank``:
+  ``{query, texts, truncate, raw_scores}`` -> ``[{index, score}]``. The answer is
+  sorted by score, so results are mapped back by ``index``, never by position. With
+  ``raw_scores=True`` (the default here) the scores are logits (activation
+  ``sigmoid``); otherwise TEI has applied the sigmoid already (``identity``).
+* ``"cohere"`` -- the Cohere-compatible ``POST /v1/rerank`` served by Infinity, vLLM,
+  Jina and Cohere: ``{model, query, documents, top_n}`` ->
+  ``{results: [{index, relevance_score}]}``; ``relevance_score`` is already in
+  ``[0, 1]`` (activation ``identity``).
+
+Failures map onto the library's error tree, shaped by what the reranker does next
+(every one of them is a fallback trigger)::
+
+    httpx.TimeoutException (connect/read/write/pool)  -> ScorerTimeout     "timeout"
+    HTTP 429, 503                                     -> RemoteOverloaded  "overloaded"
+    HTTP 504 (a gateway gave up)                      -> ScorerTimeout     "timeout"
+    other HTTP status >= 400, transport errors,
+    answers that do not fit the protocol              -> ScorerError       "error"
+    remaining deadline already spent                  -> ScorerTimeout     "timeout"
+
+Retries (connect errors, 429/502/503/504, timeouts) happen only while the request
+deadline still has room for a typical call (a moving average of recent call times)
+plus the back-off; a retry never starts a call that cannot finish in time.
+
+Deadlines: every ``ScoreRequest`` may carry ``deadline_at`` (a ``time.monotonic()``
+instant, which :class:`~rerank_plugins.Reranker` fills with its request deadline);
+otherwise ``score_many(..., deadline_s=...)`` or the scorer's ``timeout_s`` applies.
+Connect and read timeouts are each capped by the time left.
+
+Threads and async: :class:`~rerank_plugins.Reranker` calls ``score_many`` on its
+inference-engine threads (also from ``arerank``), which is fine for a network-bound
+scorer: the engine's ``max_threads`` bounds concurrent calls. ``ascore_many`` is the
+native-async path for callers that drive the scorer from an event loop themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import ConfigurationError, RemoteOverloaded, ScorerError, ScorerTimeout
+from .base import ScoreOutput, ScoreRequest
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("tei", "cohere")
+_DEFAULT_PATHS = {"tei": "/rerank", "cohere": "/v1/rerank"}
+_OVERLOADED = (429, 503)
+_RETRYABLE_STATUS = (429, 502, 503, 504)
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _httpx():
+    try:
+        import httpx
+    except ImportError as exc:
+        raise ImportError(
+            "RemoteScorer needs httpx: pip install 'rerank-plugins[remote]'") from exc
+    return httpx
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe to log and to key caches on."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What one HTTP exchange produced: scores, or an error and whether to retry."""
+
+    scores: list[float] | None = None
+    error: ScorerError | None = None
+    retryable: bool = False
+    retry_after_s: float | None = None
+
+
+class RemoteScorer:
+    """Scores pairs on a remote serving engine (TEI ``/rerank`` or ``/v1/rerank``).
+
+    One pooled ``httpx.Client`` per scorer (thread-safe); texts above the server's
+    batch limit are split client-side and the chunks sent concurrently.
+
+    Args:
+        url: Base URL of the engine or its load balancer, e.g. ``http://tei:80``.
+        protocol: ``"tei"`` or ``"cohere"``. Defaults to ``"tei"``.
+        model: The model id the endpoint serves (sent as ``model`` in the Cohere
+            protocol). It is part of the cache namespace, so change it (or
+            ``revision``) whenever the fleet is moved to other weights.
+        revision: The served model's revision, if known. Defaults to ``""``.
+        path: Request path. Defaults to ``/rerank`` (tei) or ``/v1/rerank`` (cohere).
+        api_key_env: Name of the environment variable holding a bearer token. The
+            value is read once, sent as ``Authorization: Bearer``, and never logged,
+            shown in ``repr`` or ``describe``. Defaults to none.
+        timeout_s: Deadline for a ``score_many`` call whose requests carry none.
+            Defaults to 10.
+        connect_timeout_s: TCP/TLS connect timeout (capped by the deadline).
+            Defaults to 0.5.
+        read_timeout_s: Wait for the answer (capped by the deadline). Defaults to 10.
+        max_client_batch_size: Texts per HTTP call; keep it at or under the server's
+            limit (TEI's ``--max-client-batch-size``, 32 by default). Defaults to 32.
+        max_concurrency: HTTP calls in flight per ``score_many`` call. Defaults to 4.
+        max_connections: Connection pool size. Defaults to 16.
+        max_retries: Extra attempts per HTTP call, deadline permitting. Defaults to 2.
+        retry_backoff_s: First back-off; doubles per retry, with jitter.
+            Defaults to 0.05.
+        raw_scores: TEI only: ask for logits (activation ``sigmoid``). Defaults to True.
+        truncate: TEI only: let the server truncate long inputs. Defaults to True.
+        ca_bundle: PEM file of CAs to trust (private CAs). TLS verification is always
+            on; there is no switch to turn it off. Defaults to the system store.
+        trust_env: Honour ``HTTP(S)_PROXY``/``NO_PROXY``/``SSL_CERT_FILE``. Defaults to
+            False, so a proxy meant for other traffic never carries rerank calls.
+        clock: Monotonic clock. Defaults to ``time.monotonic``.
+
+    Example::
+
+        scorer = RemoteScorer("http://127.0.0.1:8080", protocol="tei",
+                              model="BAAI/bge-reranker-base")
+        reranker = Reranker(scorer, cache=RedisCache("redis://127.0.0.1:6379/0"))
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        protocol: str = "tei",
+        model: str,
+        revision: str = "",
+        path: str | None = None,
+        api_key_env: str | None = None,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 0.5,
+        read_timeout_s: float = 10.0,
+        max_client_batch_size: int = 32,
+        max_concurrency: int = 4,
+        max_connections: int = 16,
+        max_retries: int = 2,
+        retry_backoff_s: float = 0.05,
+        raw_scores: bool = True,
+        truncate: bool = True,
+        ca_bundle: str | None = None,
+        trust_env: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        httpx = _httpx()
+        if protocol not in PROTOCOLS:
+            raise ConfigurationError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(f"url must be http(s)://host[:port], got {redact_url(url)!r}")
+        if parts.username or parts.password:
+            raise ConfigurationError(
+                "put credentials in an environment variable named by api_key_env, "
+                "not in the url")
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError("model must name the model the endpoint serves")
+        for name, value in (("timeout_s", timeout_s), ("connect_timeout_s", connect_timeout_s),
+                            ("read_timeout_s", read_timeout_s)):
+            if not value > 0:
+                raise ConfigurationError(f"{name} must be > 0")
+        if max_client_batch_size < 1 or max_concurrency < 1 or max_connections < 1:
+            raise ConfigurationError(
+                "max_client_batch_size, max_concurrency and max_connections must be >= 1")
+        if max_retries < 0 or retry_backoff_s < 0:
+            raise ConfigurationError("max_retries and retry_backoff_s must be >= 0")
+        self.protocol = protocol
+        self.url = redact_url(url)
+        self.endpoint = self.url + (path or _DEFAULT_PATHS[protocol])
+        self._model = model
+        self._revision = revision
+        self.timeout_s = float(timeout_s)
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.read_timeout_s = float(read_timeout_s)
+        self.max_client_batch_size = int(max_client_batch_size)
+        self.max_concurrency = int(max_concurrency)
+        self.max_retries = int(max_retries)
+        self.retry_backoff_s = float(retry_backoff_s)
+        self.raw_scores = bool(raw_scores)
+        self.truncate = bool(truncate)
+        self._clock = clock
+        headers = {"Accept": "application/json"}
+        if api_key_env is not None:
+            api_key = os.environ.get(api_key_env, "")
+            if not api_key.strip():
+                raise ConfigurationError(
+                    f"environment variable {api_key_env} (api_key_env) is empty or unset")
+            headers["Authorization"] = f"Bearer {api_key.strip()}"
+            if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+                logger.warning("RemoteScorer sends an API key over plain http to %s; "
+                               "use https outside one host", self.url)
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True)
+        self._limits = httpx.Limits(max_connections=max_connections,
+                                    max_keepalive_connections=max_connections)
+        self._headers = headers
+        self._trust_env = bool(trust_env)
+        self._client = httpx.Client(headers=headers, verify=self._verify,
+                                    limits=self._limits, follow_redirects=False,
+                                    trust_env=self._trust_env)
+        self._async_client = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._typical_call_s: float | None = None  # moving average of successful calls
+
+    # -- protocol -----------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self._model
+
+    @property
+    def revision(self) -> str:
+        return self._revision
+
+    @property
+    def activation(self) -> str:
+        if self.protocol == "tei" and self.raw_scores:
+            return "sigmoid"
+        return "identity"
+
+    @property
+    def cache_namespace(self) -> str:
+        settings = (f"raw={int(self.raw_scores)}|truncate={int(self.truncate)}"
+                    if self.protocol == "tei" else "relevance")
+        return f"remote|{self.protocol}|{self._model}|{self._revision}|{self.endpoint}|{settings}"
+
+    def describe(self) -> dict[str, str]:
+        return {"model": self._model, "revision": self._revision, "device": "remote",
+                "dtype": "remote", "kind": f"remote-{self.protocol}",
+                "endpoint": self.endpoint}
+
+    def __repr__(self) -> str:
+        return (f"RemoteScorer(protocol={self.protocol!r}, endpoint={self.endpoint!r}, "
+                f"model={self._model!r})")
+
+    def score_many(self, requests: Sequence[ScoreRequest], *,
+                   deadline_s: float | None = None) -> list[ScoreOutput]:
+        """Score every request on the engine.
+
+        Args:
+            requests: Queries with their texts. A request's own ``deadline_at`` wins.
+            deadline_s: Seconds from now for requests without ``deadline_at``.
+                Defaults to ``timeout_s``.
+
+        Raises:
+            ScorerTimeout: A deadline passed before the scores arrived.
+            RemoteOverloaded: The engine answered 429/503 and no retry fit.
+            ScorerError: Any other failure.
+        """
+        jobs = self._jobs(requests, deadline_s)
+        started = self._clock()
+        if len(jobs) <= 1 or self.max_concurrency == 1:
+            results = [self._call_sync(*job[1:]) for job in jobs]
+        else:
+            pool = self._executor()
+            futures = [pool.submit(self._call_sync, *job[1:]) for job in jobs]
+            results = [future.result() for future in futures]
+        return self._assemble(requests, jobs, results, self._clock() - started)
+
+    async def ascore_many(self, requests: Sequence[ScoreRequest], *,
+                          deadline_s: float | None = None) -> list[ScoreOutput]:
+        """Async :meth:`score_many` on a pooled ``httpx.AsyncClient`` (same semantics)."""
+        jobs = self._jobs(requests, deadline_s)
+        started = self._clock()
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def bounded(job):
+            async with limit:
+                return await self._call_async(*job[1:])
+
+        tasks = [asyncio.ensure_future(bounded(job)) for job in jobs]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        return self._assemble(requests, jobs, results, self._clock() - started)
+
+    def close(self) -> None:
+        """Close the connection pool (and the chunk thread pool)."""
+        self._client.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    async def aclose(self) -> None:
+        """Close the async connection pool, then the sync one."""
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+        self.close()
+
+    # -- planning -----------------------------------------------------------------
+    def _jobs(self, requests: Sequence[ScoreRequest], deadline_s: float | None):
+        """One (request index, query, texts, deadline_at) per HTTP call."""
+        now = self._clock()
+        default_at = now + (self.timeout_s if deadline_s is None else max(0.0, deadline_s))
+        jobs = []
+        for index, request in enumerate(requests):
+            deadline_at = getattr(request, "deadline_at", None)
+            if deadline_at is None:
+                deadline_at = default_at
+            texts = list(request.texts)
+            for start in range(0, len(texts), self.max_client_batch_size):
+                jobs.append((index, request.query, texts[start:start + self.max_client_batch_size],
+                             deadline_at))
+        return jobs
+
+    def _assemble(self, requests, jobs, results, elapsed: float) -> list[ScoreOutput]:
+        scores: list[list[float]] = [[] for _ in requests]
+        calls = [0] * len(requests)
+        for (index, *_), (chunk_scores, attempts) in zip(jobs, results, strict=True):
+            scores[index].extend(chunk_scores)
+            calls[index] += attempts
+        total = max(1, sum(len(r.texts) for r in requests))
+        return [ScoreOutput(scores[i], 0, elapsed * len(r.texts) / total,
+                            extra={"http_calls": calls[i], "endpoint": self.endpoint})
+                for i, r in enumerate(requests)]
+
+    def _payload(self, query: str, texts: list[str]) -> dict:
+        if self.protocol == "tei":
+            return {"query": query, "texts": texts, "truncate": self.truncate,
+                    "raw_scores": self.raw_scores, "return_text": False}
+        return {"model": self._model, "query": query, "documents": texts,
+                "top_n": len(texts), "return_documents": False}
+
+    def _timeout(self, remaining: float):
+        httpx = _httpx()
+        connect = min(self.connect_timeout_s, remaining)
+        read = min(self.read_timeout_s, remaining)
+        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+    # -- one HTTP exchange --------------------------------------------------------
+    def _call_sync(self, query: str, texts: list[str], deadline_at: float):
+        httpx = _httpx()
+        attempt = 0
+        while True:
+            remaining = deadline_at - self._clock()
+            if remaining <= 0:
+                raise ScorerTimeout(f"deadline passed before calling {self.endpoint}")
+            started = self._clock()
+            try:
+                response = self._client.post(self.endpoint, json=self._payload(query, texts),
+                                             timeout=self._timeout(remaining))
+            except httpx.HTTPError as exc:
+                outcome = self._transport_failure(exc)
+            else:
+                outcome = self._interpret(response.status_code, response.headers,
+                                          response.content, len(texts), started)
+            attempt += 1
+            if outcome.error is None:
+                return outcome.scores, attempt
+            wait = self._retry_wait(outcome, attempt, deadline_at)
+            if wait is None:
+                raise outcome.error
+            time.sleep(wait)
+
+    async def _call_async(self, query: str, texts: list[str], deadline_at: float):
+        httpx = _httpx()
+        client = self._async()
+        attempt = 0
+        while True:
+            remaining = deadline_at - self._clock()
+            if remaining <= 0:
+                raise ScorerTimeout(f"deadline passed before calling {self.endpoint}")
+            started = self._clock()
+            try:
+                response = await client.post(self.endpoint, json=self._payload(query, texts),
+                                             timeout=self._timeout(remaining))
+            except httpx.HTTPError as exc:
+                outcome = self._transport_failure(exc)
+            else:
+                outcome = self._interpret(response.status_code, response.headers,
+                                          response.content, len(texts), started)
+            attempt += 1
+            if outcome.error is None:
+                return outcome.scores, attempt
+            wait = self._retry_wait(outcome, attempt, deadline_at)
+            if wait is None:
+                raise outcome.error
+            await asyncio.sleep(wait)
+
+    def _transport_failure(self, exc) -> _Attempt:
+        httpx = _httpx()
+        name = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            error: ScorerError = ScorerTimeout(f"{name} calling {self.endpoint}")
+            retryable = True
+        elif _caused_by(exc, ssl.SSLCertVerificationError):
+            # a certificate that does not verify will not verify on the next try either
+            error, retryable = ScorerError(f"{name} calling {self.endpoint}: {exc}"), False
+        elif isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
+            # nothing was scored (refused, reset, or a keep-alive connection the
+            # server had closed): safe to send again
+            error, retryable = ScorerError(f"{name} calling {self.endpoint}: {exc}"), True
+        else:
+            error, retryable = ScorerError(f"{name} calling {self.endpoint}: {exc}"), False
+        error.__cause__ = exc
+        return _Attempt(error=error, retryable=retryable)
+
+    def _interpret(self, status: int, headers, content: bytes, n: int,
+                   started: float) -> _Attempt:
+        if status == 200:
+            try:
+                scores = self._parse(content, n)
+            except ScorerError as exc:
+                return _Attempt(error=exc)
+            self._observe(self._clock() - started)
+            return _Attempt(scores=scores)
+        detail = content[:200].decode("utf-8", "replace")
+        message = f"{self.endpoint} answered HTTP {status}: {detail}"
+        retry_after = _retry_after(headers.get("Retry-After"))
+        if status in _OVERLOADED:
+            return _Attempt(error=RemoteOverloaded(message), retryable=True,
+                            retry_after_s=retry_after)
+        if status == 504:
+            return _Attempt(error=ScorerTimeout(message), retryable=True)
+        return _Attempt(error=ScorerError(message), retryable=status in _RETRYABLE_STATUS)
+
+    def _parse(self, content: bytes, n: int) -> list[float]:
+        import json
+
+        try:
+            body = json.loads(content)
+        except ValueError as exc:
+            raise ScorerError(f"{self.endpoint} answered non-JSON") from exc
+        if self.protocol == "tei":
+            items, score_key = body, "score"
+        else:
+            items = body.get("results") if isinstance(body, dict) else None
+            score_key = "relevance_score"
+        if not isinstance(items, list):
+            raise ScorerError(f"{self.endpoint} answered {type(body).__name__}, not results")
+        scores: list[float | None] = [None] * n
+        for item in items:
+            index = item.get("index") if isinstance(item, dict) else None
+            score = item.get(score_key) if isinstance(item, dict) else None
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n \
+                    or scores[index] is not None:
+                raise ScorerError(f"{self.endpoint} answered a bad or repeated index {index!r}")
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or \
+                    not math.isfinite(score):
+                raise ScorerError(f"{self.endpoint} answered a non-numeric score")
+            scores[index] = float(score)
+        missing = sum(1 for s in scores if s is None)
+        if missing:
+            raise ScorerError(f"{self.endpoint} left {missing} of {n} texts unscored")
+        return scores  # type: ignore[return-value]
+
+    # -- retry budget ---------------------------------------------------------------
+    def _observe(self, seconds: float) -> None:
+        with self._lock:
+            previous = self._typical_call_s
+            self._typical_call_s = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
+    def typical_call_s(self) -> float:
+        """Recent successful call time (before the first success: the connect timeout)."""
+        with self._lock:
+            return self._typical_call_s if self._typical_call_s is not None \
+                else self.connect_timeout_s
+
+    def _retry_wait(self, outcome: _Attempt, attempt: int, deadline_at: float) -> float | None:
+        """Seconds to wait before retrying, or ``None`` when no retry fits."""
+        if not outcome.retryable or attempt > self.max_retries:
+            return None
+        backoff = self.retry_backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        if outcome.retry_after_s is not None:
+            backoff = max(backoff, outcome.retry_after_s)
+        remaining = deadline_at - self._clock()
+        if remaining < backoff + self.typical_call_s():
+            return None
+        return backoff
+
+    # -- pools ----------------------------------------------------------------------
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_concurrency,
+                                                thread_name_prefix="rerank-remote")
+            return self._pool
+
+    def _async(self):
+        httpx = _httpx()
+        loop = asyncio.get_running_loop()
+        if self._async_client is None or self._async_loop is not loop:
+            # an AsyncClient's connections belong to one event loop
+            self._async_client = httpx.AsyncClient(
+                headers=self._headers, verify=self._verify, limits=self._limits,
+                follow_redirects=False, trust_env=self._trust_env)
+            self._async_loop = loop
+        return self._async_client
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, kind):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # HTTP-date form: ignore, the deadline bounds the wait anyway
+    return seconds if seconds >= 0 else None
