@@ -205,7 +205,7 @@ def alert_rules(config: MixinConfig) -> list[dict]:
             config, "RerankEventLogDropping",
             f"{rate(c.EVENTS_DROPPED, sel, '15m', by=(c.L_BACKEND, c.L_REASON))} > 0",
             "warning", "The rerank event log is dropping events.",
-            "The {{ $labels.backend }} event log drops {{ $value | humanize }} events/s "
+            "The {{ $labels.backend }} event log drops {{ $value | printf \"%.2f\" }} events/s "
             "({{ $labels.reason }}): drift reports will miss this traffic.",
             "10m"),
         _alert(
