@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -387,3 +389,22 @@ def test_core_imports_no_framework_and_langchain_adapter_only_core():
     assert done.returncode == 0, done.stderr
     assert "CORE []" in done.stdout
     assert "LC ['langchain_core']" in done.stdout
+
+
+# -- examples ------------------------------------------------------------------------------
+def test_example_apps_run_offline():
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("RERANK_MODEL", None)
+    apps = ["llama_index_app.py", "langchain_app.py"]
+    # both at once: each is mostly model loading, and the machine has two cores
+    procs = {app: subprocess.Popen([sys.executable, str(root / "examples" / app)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env, cwd=root) for app in apps}
+    for app, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{app} failed:\n{err[-2000:]}"
+        lines = out.splitlines()
+        assert lines[0] == "Q: How does a wing produce lift?", out
+        assert "[ok, was #" in lines[1] and "airfoil" in lines[1], out
+        assert "status ['cache']" in out, out
