@@ -384,3 +384,42 @@ def test_reranker_samples_requests_into_the_log(bi_scorer, tmp_path):
     assert len(records) + log.sampled_out == 8
     assert all(r["model_id"] == bi_scorer.model_id and r["n_candidates"] == 3
                for r in records)
+
+
+FORKED_WRITER = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from test_event_log import make_event
+    from rerank_plugins.telemetry.sinks import EventLog, JsonlSink
+    log = EventLog(JsonlSink(Path(sys.argv[1])))
+    log.emit(make_event(0))
+    log.flush()
+    pid = os.fork()
+    if pid == 0:  # a pre-forked worker: its own writer thread, its own file
+        for index in range(1, 4):
+            log.emit(make_event(index))
+        log.close()
+        os._exit(0 if log.stats()["written"] == 3 else 1)
+    _, status = os.waitpid(pid, 0)
+    log.emit(make_event(9))
+    log.close()
+    print(json.dumps({"child": pid, "status": status, "parent": log.stats()}))
+""")
+
+
+def test_a_forked_worker_logs_with_its_own_writer(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-B", "-c", FORKED_WRITER, str(tmp_path), str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == 0
+    assert report["parent"]["written"] == 2
+    by_pid: dict[int, list[str]] = {}
+    for file in tmp_path.glob("*.jsonl"):
+        pid = int(file.stem.split("-")[2])
+        by_pid.setdefault(pid, []).extend(
+            json.loads(line)["event_id"] for line in file.read_text().splitlines())
+    assert by_pid.pop(report["child"]) == ["req-1", "req-2", "req-3"]
+    assert list(by_pid.values()) == [["req-0", "req-9"]]

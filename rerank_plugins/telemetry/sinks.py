@@ -236,6 +236,11 @@ class JsonlSink:
                 except OSError:
                     pass
 
+    def _forget_after_fork(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # the child's copy; the parent keeps writing its file
+        self._fd = None
+
     def close(self) -> int:
         """Close the current file (nothing is buffered here). Returns 0."""
         if self._fd is not None:
@@ -335,6 +340,9 @@ class ParquetSink:
                 pass
             raise
         return len(rows)
+
+    def _forget_after_fork(self) -> None:
+        self._buffer = []  # the parent writes these
 
     def close(self) -> int:
         """Write what is buffered; returns how many events that was."""
@@ -554,12 +562,36 @@ class EventLog:
         self._queue.put(_STOP)
         self._thread.join(timeout_s)
 
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._queue = queue.SimpleQueue()
+        self._pending = self._held = 0
+        self.emitted = self.written = self.dropped = self.sampled_out = 0
+        forget = getattr(self.sink, "_forget_after_fork", None)
+        if forget is not None:
+            forget()
+        if not self._closed:
+            self._thread = threading.Thread(
+                target=self._run, name="rerank-event-log", daemon=True)
+            self._thread.start()
+
     def stats(self) -> dict[str, int]:
         """Counters for health checks: emitted, written, dropped, pending, sampled_out."""
         with self._lock:
             return {"emitted": self.emitted, "written": self.written,
                     "dropped": self.dropped, "pending": self._pending,
                     "sampled_out": self.sampled_out}
+
+
+def _restart_in_child() -> None:
+    # A forked worker (gunicorn --preload, multiprocessing) inherits no writer thread
+    # and a copy of the parent's queue: start clean, with its own files.
+    for log in list(_live_logs):
+        log._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_in_child)
 
 
 @atexit.register
