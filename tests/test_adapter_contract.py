@@ -141,7 +141,7 @@ class SlowScorer(FailingScorer):
     cache_namespace = property(lambda self: "slow|" + self._real.cache_namespace)
 
     def score_many(self, requests):
-        time.sleep(0.5)
+        time.sleep(2.0)
         return self._real.score_many(requests)
 
 
@@ -216,7 +216,7 @@ async def test_deadline_falls_back_async(driver, bi_scorer):
     adapter = driver.make(scorer=SlowScorer(bi_scorer), top_n=2, timeout_ms=50)
     started = time.perf_counter()
     out = await driver.arun(adapter, QUERY, driver.inputs(CORPUS))
-    assert time.perf_counter() - started < 0.45, "the caller must not wait for the model"
+    assert time.perf_counter() - started < 1.5, "the caller must not wait for the model"
     assert [o.text for o in out] == [t for t, _ in CORPUS[:2]]
     assert {o.metadata["rerank_fallback_reason"] for o in out} == {"timeout"}
 
