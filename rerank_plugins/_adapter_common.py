@@ -61,7 +61,8 @@ class RerankSettings(BaseModel):
     be combined with ``reranker=`` (a ready, shared Reranker carries its own).
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=(),
+                              extra="forbid")
 
     model: str | None = Field(
         default=None,

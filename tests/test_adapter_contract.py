@@ -276,6 +276,8 @@ def test_bad_settings_are_configuration_errors(driver, bi_scorer):
         driver.make(reranker=shared, threshold=0.5)
     with pytest.raises(ConfigurationError, match="either model= or scorer="):
         driver.make(scorer=bi_scorer, model="some/model")
+    with pytest.raises(ValueError, match="topn"):
+        driver.make(scorer=bi_scorer, topn=3)  # a typo is an error, not silently ignored
 
 
 def test_shared_reranker_serves_two_adapters(driver, bi_scorer):
