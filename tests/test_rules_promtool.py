@@ -74,3 +74,25 @@ def test_the_shipped_rules_are_the_generated_ones():
     files = generate(load_config())
     for relative in (RECORDING_RULES, ALERT_RULES):
         assert (ROOT / relative).read_text() == files[relative], relative
+
+
+def test_local_stack_config_is_valid_and_loads_the_shipped_rules(promtool):
+    config_path = ROOT / "ops/deploy/prometheus/prometheus.yml"
+    done = run(promtool, "check", "config", str(config_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = yaml.safe_load(config_path.read_text())
+    rule_files = {(config_path.parent / path).resolve() for path in config["rule_files"]}
+    assert rule_files == {(ROOT / RECORDING_RULES).resolve(), (ROOT / ALERT_RULES).resolve()}
+    # the scrape jobs are the ones the generated selectors look for
+    mixin = load_config()
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert {f'job="{job}"' for job in jobs} == {mixin.reranker_selector, mixin.drift_selector}
+
+
+def test_grafana_provisioning_uses_the_generated_dashboard_provider():
+    provider = ROOT / "ops/deploy/grafana/provisioning/dashboards/rerank.yaml"
+    assert provider.resolve() == (ROOT / "dashboards/provisioning.yaml").resolve()
+    datasource = yaml.safe_load(
+        (ROOT / "ops/deploy/grafana/provisioning/datasources/prometheus.yaml").read_text())
+    [entry] = datasource["datasources"]
+    assert entry["type"] == "prometheus" and entry["url"].startswith("http://127.0.0.1:")
