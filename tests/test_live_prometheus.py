@@ -8,6 +8,11 @@ Faults are then injected for real where possible (Redis paused with SIGSTOP, the
 event-log directory replaced by a file) and through the app's fault-injecting
 scorer wrapper for the model outage.
 
+Two tests: the full one (``-m slow``, about a minute and a half with the model
+load) and a short default one that runs the real reranker in-process, behind
+the session's OpenTelemetry Prometheus reader, and checks that the shipped rules
+load, record data and that the fast-burn expression turns true in an outage.
+
 Windows: dashboard queries use ``$__rate_interval``, which Grafana sets to at
 least four scrape intervals; here it is replaced by 20s. The recording rules run
 unchanged: a ``rate()`` over 1h or 3d needs only two samples inside the window,
@@ -263,3 +268,64 @@ def test_dashboards_and_rules_have_data_and_fallback_alert_fires_in_outage(stack
         'max(rerank_circuit_state{job="rerank",breaker="scorer"}) == 0 and '
         'sum(increase(rerank_requests_total{job="rerank",status="ok"}[10s])) > 0'), 120,
         "the reranker did not recover after the outage", interval_s=1)
+
+
+def test_shipped_rules_evaluate_on_the_real_reranker_and_fast_burn_fires_in_outage(
+        tmp_path, bi_scorer):
+    """Short default variant: in-process reranker, no Redis or event log."""
+    import importlib.util
+    import threading
+
+    from rerank_plugins.reranker import Reranker
+    from rerank_plugins.resilience import CircuitBreaker
+    from rerank_plugins.telemetry.prometheus import start_metrics_server, stop_metrics_server
+
+    spec = importlib.util.spec_from_file_location(
+        "example_app", ROOT / "ops/deploy/example_app.py")
+    example_app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example_app)
+    faults_file = tmp_path / "faults.json"
+    faults_file.write_text("[]")
+    faults = example_app.FaultSwitch(faults_file)
+    # the example app's fault injector: the real scorer until the outage is switched on
+    scorer = example_app.FaultInjectingScorer(bi_scorer, faults, 30.0)
+    reranker = Reranker(scorer, timeout_ms=30_000, cache=None,
+                        breaker=CircuitBreaker("live-short-scorer", reset_timeout_s=1.0))
+    port = start_metrics_server(0)
+    stop = threading.Event()
+
+    def load() -> None:
+        docs = ["wings make lift", "yeast makes bread rise", "the moon has phases"]
+        while not stop.is_set():
+            faults.refresh()
+            reranker.rerank("how do wings work", docs)
+            stop.wait(0.2)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    prometheus = None
+    try:
+        prometheus = Prometheus(tmp_path, {"rerank": port},
+                                [ROOT / RECORDING_RULES, ROOT / ALERT_RULES])
+        config = load_config()
+        fast_burn = [r for r in rules.alert_rules(config)
+                     if r["alert"] == "RerankFallbackBudgetBurnFast"][0]["expr"]
+        wait_for(lambda: prometheus.query(
+            'model:rerank_requests_fallback:ratio_rate5m == 0'), 60,
+            "the recorded fallback ratio did not show healthy traffic")
+        assert all(rule["health"] == "ok" for rule in prometheus.rules())
+        for record in ("model_status:rerank_requests:rate5m", rules.LATENCY_QUANTILE,
+                       rules.TRUNCATION_RATIO, rules.fallback_ratio("3d")):
+            assert prometheus.query(record), f"{record} has no data"
+        assert prometheus.query(fast_burn) == []
+
+        faults_file.write_text('["scorer_outage"]')
+        wait_for(lambda: prometheus.query(fast_burn), 60,
+                 "the fast-burn expression did not turn true in the outage")
+    finally:
+        stop.set()
+        worker.join(30)
+        if prometheus is not None:
+            prometheus.stop()
+        stop_metrics_server(port)
+        reranker.close()
