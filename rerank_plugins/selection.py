@@ -90,11 +90,13 @@ class Calibration:
         """Read a calibration file written by ``rerank-ops calibrate``."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ConfigurationError(f"cannot read calibration file {path}: {exc}") from exc
         if not isinstance(data, dict) or "method" not in data:
             raise ConfigurationError(f"{path} is not a calibration file (no 'method')")
         params = data.get("params", {})
+        if not isinstance(params, dict):
+            raise ConfigurationError(f"{path}: 'params' must be an object")
         try:
             return cls(
                 method=data["method"],

@@ -45,44 +45,60 @@ class Collection:
         return text or title
 
 
+def _lines(path: Path):
+    """(number, line) pairs; undecodable bytes are a CollectionError, not a crash."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            yield from enumerate(fh, 1)
+    except UnicodeDecodeError as exc:
+        raise CollectionError(f"{path}: not UTF-8 ({exc})") from exc
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise CollectionError(f"{path}:{number}: not JSON ({exc})") from exc
+    for number, line in _lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise CollectionError(f"{path}:{number}: not JSON ({exc})") from exc
+        if not isinstance(row, dict) or "_id" not in row:
+            raise CollectionError(f"{path}:{number}: expected an object with an '_id'")
+        rows.append(row)
     return rows
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            parts = line.rstrip("\n").split("\t")
-            if number == 1 and parts[0] == "query-id":
-                continue
-            if len(parts) != 3:
-                raise CollectionError(f"{path}:{number}: expected 3 tab-separated fields")
+    for number, line in _lines(path):
+        parts = line.rstrip("\n").split("\t")
+        if number == 1 and parts[0] == "query-id":
+            continue
+        if len(parts) != 3:
+            raise CollectionError(f"{path}:{number}: expected 3 tab-separated fields")
+        try:
             qrels[parts[0]][parts[1]] = int(float(parts[2]))
+        except (ValueError, OverflowError) as exc:
+            raise CollectionError(f"{path}:{number}: grade {parts[2]!r} is not a number") \
+                from exc
     return dict(qrels)
 
 
 def read_trec_run(path: Path) -> dict[str, list[tuple[str, float]]]:
     """TREC run lines ``qid Q0 docid rank score tag`` -> qid -> [(docid, score)] by rank."""
     run: dict[str, list[tuple[int, str, float]]] = defaultdict(list)
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 6:
-                raise CollectionError(f"{path}:{number}: expected 'qid Q0 docid rank score tag'")
+    for number, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 6:
+            raise CollectionError(f"{path}:{number}: expected 'qid Q0 docid rank score tag'")
+        try:
             run[parts[0]].append((int(parts[3]), parts[2], float(parts[4])))
+        except ValueError as exc:
+            raise CollectionError(f"{path}:{number}: rank or score is not a number") from exc
     return {qid: [(d, s) for _, d, s in sorted(rows)] for qid, rows in run.items()}
 
 
@@ -95,7 +111,10 @@ def load_collection(path: str | os.PathLike, *, run_file: str | None = "bm25_top
             raise CollectionError(f"{folder} has no {required}: not a BEIR-format collection")
     corpus = {str(row["_id"]): {"title": row.get("title", ""), "text": row.get("text", "")}
               for row in _read_jsonl(folder / "corpus.jsonl")}
-    queries = {str(row["_id"]): row["text"] for row in _read_jsonl(folder / "queries.jsonl")}
+    query_rows = _read_jsonl(folder / "queries.jsonl")
+    if any(not isinstance(row.get("text"), str) for row in query_rows):
+        raise CollectionError(f"{folder / 'queries.jsonl'}: every query needs a 'text' string")
+    queries = {str(row["_id"]): row["text"] for row in query_rows}
     qrels = read_qrels(folder / "qrels.tsv")
     if judged_only:
         queries = {qid: text for qid, text in queries.items() if qid in qrels}
