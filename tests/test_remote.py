@@ -482,3 +482,160 @@ def test_configuration_errors_name_the_problem(monkeypatch):
         RemoteScorer("http://127.0.0.1:1", model="m", protocol="grpc")
     with pytest.raises(ConfigurationError, match="model"):
         RemoteScorer("http://127.0.0.1:1", model="")
+
+
+# -- a fleet behind the shipped nginx.conf (slow: two more model loads) ---------------
+FLEET = ROOT / "ops" / "deploy" / "fleet"
+
+
+def _nginx() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+
+def _render_nginx_conf(replica_ports: list[int], listen_port: int) -> str:
+    """The shipped nginx.conf with its upstreams and listener moved to loopback."""
+    conf = (FLEET / "nginx.conf").read_text()
+    replacements = [(f"server rerank-engine-{n}:80 ", f"server 127.0.0.1:{port} ")
+                    for n, port in enumerate(replica_ports, start=1)]
+    replacements.append(("listen 8080;", f"listen 127.0.0.1:{listen_port};"))
+    for old, new in replacements:
+        assert conf.count(old) == 1, f"nginx.conf no longer has {old!r}: update this test"
+        conf = conf.replace(old, new)
+    return conf
+
+
+@pytest.mark.slow
+def test_fleet_behind_nginx_survives_a_replica_loss(ce_folder, tmp_path):
+    from conftest import free_port
+
+    nginx = _nginx()
+    if nginx is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    replicas = [EngineProcess(ce_folder, {f"replica-{n}": {}}) for n in (1, 2)]
+    lb = None
+    try:
+        endpoints = [next(iter(r.wait_ready().endpoints.values())) for r in replicas]
+        listen_port = free_port()
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(_render_nginx_conf([e.port for e in endpoints], listen_port))
+        lb = subprocess.Popen(
+            [nginx, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr",
+             "-g", f"pid {tmp_path / 'nginx.pid'}; daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lb_url = f"http://127.0.0.1:{listen_port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{lb_url}/lb-health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if lb.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not start: {lb.stderr.read()}")
+            time.sleep(0.1)
+
+        reranker = Reranker(RemoteScorer(lb_url, model=MODEL_ID), cache=None,
+                            timeout_ms=10_000)
+        try:
+            both = [reranker.rerank(f"{QUERY} {n}", DOCS[:6]).status for n in range(8)]
+            spread = [e.stats()["rerank_calls"] for e in endpoints]
+            replicas[0].kill()
+            one = [reranker.rerank(f"{QUERY} one left {n}", DOCS[:6]).status
+                   for n in range(8)]
+            survivor_calls = endpoints[1].stats()["rerank_calls"] - spread[1]
+            replicas[1].kill()
+            none = reranker.rerank(f"{QUERY} none left", DOCS[:6])
+        finally:
+            reranker.close()
+    finally:
+        if lb is not None:
+            lb.terminate()
+            lb.wait(10)
+        for replica in replicas:
+            replica.stop()
+
+    assert both == [Status.OK] * 8
+    assert all(calls > 0 for calls in spread)  # the balancer used both replicas
+    assert one == [Status.OK] * 8  # nginx re-sent calls from the dead replica
+    assert survivor_calls == 8
+    assert none.status is Status.FALLBACK  # 502 from nginx: fall back, never raise
+    assert none.fallback_reason is FallbackReason.ERROR
+    assert [i.id for i in none] == ["0", "1", "2", "3", "4", "5"]
+
+
+# -- a real Infinity server (slow; needs infinity-emb in its own virtualenv) ------------
+def _infinity_binary() -> str | None:
+    candidate = os.environ.get("RERANK_INFINITY_BIN") or str(
+        ROOT / ".venv-infinity" / "bin" / "infinity_emb")
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+@pytest.fixture(scope="module")
+def infinity(ce_folder):
+    from conftest import free_port
+
+    binary = _infinity_binary()
+    if binary is None:
+        pytest.skip("infinity-emb not found: install it in .venv-infinity (see "
+                    "docs/scaling.md) or set RERANK_INFINITY_BIN")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "v2", "--model-id", ce_folder, "--served-model-name", MODEL_ID,
+         "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
+         "--url-prefix", "/v1", "--no-model-warmup", "--no-bettertransformer"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
+             "INFINITY_ANONYMOUS_USAGE_STATS": "0"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"infinity did not start (exit code {proc.poll()})")
+            time.sleep(0.5)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.network_engine
+def test_infinity_serves_the_bundled_model_like_the_local_cross_encoder(infinity, ce_scorer):
+    url, _ = infinity
+    scorer = RemoteScorer(url, protocol="cohere", model=MODEL_ID)
+    [remote] = scorer.score_many([ScoreRequest(QUERY, DOCS)], deadline_s=60)
+    [local] = ce_scorer.score_many([ScoreRequest(QUERY, DOCS)])
+
+    assert remote.scores == pytest.approx(
+        [1 / (1 + math.exp(-x)) for x in local.scores], abs=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.network_engine
+def test_infinity_killed_mid_run_falls_back_to_retrieval_order(infinity):
+    url, proc = infinity
+    reranker = Reranker(RemoteScorer(url, protocol="cohere", model=MODEL_ID),
+                        cache=None, timeout_ms=20_000)
+    try:
+        before = [reranker.rerank(f"{QUERY} {n}", DOCS[:6]) for n in range(2)]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(20)
+        after = [reranker.rerank(f"{QUERY} after {n}", DOCS[:6]) for n in range(2)]
+    finally:
+        reranker.close()
+
+    assert [r.status for r in before] == [Status.OK, Status.OK]
+    assert [r.status for r in after] == [Status.FALLBACK, Status.FALLBACK]
+    assert all(r.fallback_reason is FallbackReason.ERROR for r in after)
+    assert all([i.id for i in r] == ["0", "1", "2", "3", "4", "5"] for r in after)
