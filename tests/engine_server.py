@@ -1,9 +1,11 @@
 """A small real reranking engine for the remote-scorer tests.
 
-Why this exists: ``infinity-emb`` (the engine the issue suggests) could not be run
-here (see docs/scaling.md, "Testing against a real engine"), so the tests start this
-server instead. It speaks the two wire protocols ``RemoteScorer`` targets, with the
-behaviour of the real engines that matters to a client:
+Why this exists next to the real Infinity tests (``pytest -m network_engine``, which
+need ``infinity-emb`` in a virtualenv of its own): it starts in seconds with the
+project's own dependencies, so the default test run can use it, and its limits can be
+set per server to produce on demand the engine behaviours a client must handle. It
+speaks the two wire protocols ``RemoteScorer`` targets, with the behaviour of the
+real engines that matters to a client:
 
 * ``POST /rerank`` as text-embeddings-inference serves it: ``{query, texts, truncate,
   raw_scores}`` -> ``[{index, score}]`` **sorted by score, best first**; a batch
@@ -19,8 +21,9 @@ folder (the CrossEncoder built from the bundled MiniLM weights), run with plain
 ``transformers`` -- deliberately not through our own scorer code, so agreement
 between ``RemoteScorer`` and ``CrossEncoderScorer`` is evidence, not a tautology.
 
-It binds to loopback only and prints one JSON line ``{"port": N}`` on stdout once
-the model is loaded and the socket listens, so a parent can start it on port 0.
+It binds to loopback only and prints one JSON line ``{"port": N, "ports": {name: N}}``
+on stdout once the model is loaded and the sockets listen, so a parent can start it
+on port 0. ``--servers`` runs several engines with their own limits on one model load.
 
 Run::
 

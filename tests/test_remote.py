@@ -1,8 +1,10 @@
 """RemoteScorer against a real engine the tests start on loopback.
 
-The engine is ``tests/engine_server.py``: real inference with the CrossEncoder built
-from the bundled MiniLM weights, speaking TEI ``/rerank`` and the Cohere-compatible
-``/v1/rerank`` (why not Infinity: docs/scaling.md). Every engine binds 127.0.0.1.
+The default engine is ``tests/engine_server.py``: real inference with the CrossEncoder
+built from the bundled MiniLM weights, speaking TEI ``/rerank`` and the
+Cohere-compatible ``/v1/rerank``. The slow tests add a real Infinity server (when
+``infinity-emb`` is installed in ``.venv-infinity``) and a fleet behind a real nginx
+running ``ops/deploy/fleet/nginx.conf``. Every engine binds 127.0.0.1.
 """
 
 from __future__ import annotations
