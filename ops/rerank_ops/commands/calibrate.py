@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -106,7 +107,8 @@ def _pairs(collection_path, pairs_path, activation, model, device, dtype, run_fi
         query_ids = query_ids[:max_queries]
     scorer = load_scorer(model, device=device, dtype=dtype)
     pairs = cal.pairs_from_collection(collection, scorer, depth=depth, query_ids=query_ids,
-                                      progress=progress is not False)
+                                      progress=sys.stderr.isatty() if progress is None
+                                      else progress)
     return pairs, scorer.model_id
 
 
