@@ -160,7 +160,8 @@ class SelectionSettings:
     def __post_init__(self) -> None:
         validate_top_n(self.top_n)
         if self.threshold is not None and not (
-            isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0
+            isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool)
+            and 0.0 <= self.threshold <= 1.0
         ):
             raise ConfigurationError(
                 f"threshold={self.threshold!r} must be in [0, 1] (scores are probabilities "
