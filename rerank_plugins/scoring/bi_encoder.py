@@ -106,7 +106,8 @@ class BiEncoderScorer:
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutput]:
         torch = self._torch
         cap = self.max_length * CHARS_PER_TOKEN_CAP
-        queries = list(dict.fromkeys(r.query for r in requests))
+        # queries are capped like texts: a 1 MB query must not cost a full tokenization
+        queries = list(dict.fromkeys(r.query[:cap] for r in requests))
         texts = list(dict.fromkeys(t[:cap] for r in requests for t in r.texts))
         started = time.perf_counter()
         with torch.inference_mode(), self._lock:
@@ -122,7 +123,7 @@ class BiEncoderScorer:
         total = max(1, sum(len(r.texts) for r in requests))
         outputs = []
         for request in requests:
-            q = query_emb[q_index[request.query]].float()
+            q = query_emb[q_index[request.query[:cap]]].float()
             rows = [t_index[t[:cap]] for t in request.texts]
             if rows:
                 sims = (text_emb[rows].float() @ q).cpu().tolist()
