@@ -30,9 +30,13 @@ DOCS = [
 ]
 
 
+SCRAPE_HEADERS: list = []
+
+
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         assert response.status == 200
+        SCRAPE_HEADERS[:] = response.headers.items()
         return response.read().decode("utf-8")
 
 
@@ -79,6 +83,23 @@ def test_prom_name_is_what_the_exporter_emits_for_every_contract_metric():
         assert re.search(rf"^# TYPE {spec.prom_name}(_total)? {kind}$", exposition, re.M), spec
 
 
+def test_a_reader_of_another_provider_is_not_taken_for_ours():
+    # the SDK tracks readers of every provider in one class-wide set: an unrelated
+    # provider's Prometheus reader (empty registry) must not be the one served
+    other_registry = CollectorRegistry()
+    other = MeterProvider(metric_readers=[PrometheusMetricReader(registry=other_registry)])
+    try:
+        port = start_metrics_server(port=0)
+        try:
+            exposition = scrape(port)
+        finally:
+            stop_metrics_server(port)
+    finally:
+        other.shutdown()
+    assert "process_cpu_seconds_total" in exposition
+    assert generate_latest(other_registry) == b""
+
+
 def test_endpoint_serves_every_library_metric_after_traffic(bi_scorer, tmp_path):
     closed_port = free_port()  # nothing listens here: connections are refused
     served = Reranker(bi_scorer, timeout_ms=None,
@@ -107,7 +128,10 @@ def test_endpoint_serves_every_library_metric_after_traffic(bi_scorer, tmp_path)
         stop_metrics_server(port)
     missing = [s.prom_name for s in c.LIBRARY_METRICS
                if s.prom_name not in sample_names(exposition)]
-    assert missing == []
+    in_process = generate_latest().decode()  # the same registry, without HTTP
+    assert missing == [], (repr(exposition[-2000:]), SCRAPE_HEADERS, port,
+                           [s.prom_name for s in c.LIBRARY_METRICS
+                            if s.prom_name not in sample_names(in_process)])
     model = bi_scorer.model_id
     assert sample_value(exposition, "rerank_requests_total", model=model, status="fallback",
                         reason="timeout") >= 1

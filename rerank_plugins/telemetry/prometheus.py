@@ -39,6 +39,20 @@ def _import_sdk():
     return PrometheusMetricReader, MeterProvider, REGISTRY, start_http_server
 
 
+def _readers_of(provider) -> list:
+    """The readers of this provider (the SDK has no public accessor).
+
+    Not ``MeterProvider._all_metric_readers``: that is a class-wide set holding the
+    readers of every provider in the process, so it would pick another provider's
+    Prometheus reader (and serve its registry, possibly empty).
+    """
+    consumer = getattr(provider, "_measurement_consumer", None)
+    storages = getattr(consumer, "_reader_storages", None)
+    if storages is not None:
+        return list(storages)  # includes readers added with add_metric_reader
+    return list(getattr(provider, "_metric_readers", ()))
+
+
 def _prometheus_registry():
     """The registry our metrics reach, installing or attaching a reader as needed."""
     from opentelemetry import metrics
@@ -46,9 +60,7 @@ def _prometheus_registry():
     PrometheusMetricReader, MeterProvider, REGISTRY, _ = _import_sdk()
     provider = metrics.get_meter_provider()
     if isinstance(provider, MeterProvider):
-        # the SDK keeps its readers in a private set; read it defensively
-        readers = getattr(provider, "_all_metric_readers", None) or ()
-        for reader in readers:
+        for reader in _readers_of(provider):
             if isinstance(reader, PrometheusMetricReader):
                 return getattr(reader, "_registry", REGISTRY)
         provider.add_metric_reader(PrometheusMetricReader())
