@@ -5,8 +5,10 @@ set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v nginx >/dev/null || need+=(nginx-light)   # fleet recipe test (load balancer)
+command -v openssl >/dev/null || need+=(openssl)      # TLS test certificates
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system packages present: redis-server, prometheus"
+  echo "system packages present: redis-server, prometheus, nginx, openssl"
   exit 0
 fi
 SUDO=""
@@ -15,4 +17,8 @@ echo "installing: ${need[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 # the Debian packages start services; tests start their own on free loopback ports
-$SUDO systemctl disable --now redis-server prometheus >/dev/null 2>&1 || true
+$SUDO systemctl disable --now redis-server prometheus nginx >/dev/null 2>&1 || true
+# the packages start their daemons without systemd too; stop them so ports stay free
+$SUDO service redis-server stop >/dev/null 2>&1 || true
+$SUDO service prometheus stop >/dev/null 2>&1 || true
+$SUDO service nginx stop >/dev/null 2>&1 || true
