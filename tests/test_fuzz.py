@@ -227,14 +227,17 @@ def _atheris_available() -> bool:
 
 def fuzz_with_atheris(target: str, seconds: int, record_property) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'ops'}"}
+    # crashing inputs are kept (outside the checkout) for reproduction
+    artifacts = tempfile.mkdtemp(prefix=f"rerank-fuzz-{target}-")
     with tempfile.TemporaryDirectory() as corpus:
         proc = subprocess.run(
             [sys.executable, __file__, target, f"-max_total_time={seconds}",
-             "-rss_limit_mb=4096", "-timeout=20", corpus],
+             "-rss_limit_mb=4096", "-timeout=20", f"-artifact_prefix={artifacts}/", corpus],
             capture_output=True, text=True, env=env, timeout=seconds + 120, cwd=ROOT)
     output = proc.stdout + proc.stderr
     runs = re.findall(r"Done (\d+) runs in (\d+) second", output)
-    assert proc.returncode == 0 and runs, f"atheris found a crash in {target}:\n{output[-4000:]}"
+    assert proc.returncode == 0 and runs, \
+        f"atheris found a crash in {target} (input kept in {artifacts}):\n{output[-4000:]}"
     record_property(f"fuzz_{target}_runs", int(runs[-1][0]))
     record_property(f"fuzz_{target}_seconds", int(runs[-1][1]))
 
