@@ -9,7 +9,6 @@ sorted by length and packed into token-budget batches, run under
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Sequence
 
@@ -17,9 +16,10 @@ from ..device import resolve_device_dtype
 from ..errors import ConfigurationError
 from .base import ScoreOutput, ScoreRequest
 from .default_model import DEFAULT_CROSS_ENCODER, is_local_folder, parameters_fingerprint
-from .tokens import PairEncoder, token_budget_batches
+from .tokens import EncodedPair, PairEncoder, pad_rows, token_budget_batches
 
 PASSAGE_MODES = ("first", "max", "mean")
+QUANTIZE_MODES = (None, "int8")
 
 
 class CrossEncoderScorer:
@@ -39,6 +39,12 @@ class CrossEncoderScorer:
         max_passages: Windows per document in max/mean mode. Defaults to 4.
         stride: Overlap in tokens between windows. Defaults to 32.
         revision: Hub revision to load.
+        trust_remote_code: Allow model code from the hub. Defaults to False.
+        quantize: ``"int8"`` swaps every ``nn.Linear`` for a dynamically quantized one
+            (CPU only; weights int8, activations quantized per batch). Check agreement
+            on your data before using it. Defaults to ``None`` (off).
+        attn_implementation: Passed to Hugging Face; ``"sdpa"`` uses PyTorch's fused
+            attention kernels. Defaults to ``"sdpa"``.
 
     Example::
 
@@ -60,16 +66,27 @@ class CrossEncoderScorer:
         stride: int = 32,
         revision: str | None = None,
         trust_remote_code: bool = False,
+        quantize: str | None = None,
+        attn_implementation: str | None = "sdpa",
     ) -> None:
         if passage_mode not in PASSAGE_MODES:
             raise ConfigurationError(f"passage_mode must be one of {PASSAGE_MODES}")
         if max_batch_tokens < 16 or max_batch_size < 1:
             raise ConfigurationError("max_batch_tokens must be >= 16 and max_batch_size >= 1")
+        if quantize not in QUANTIZE_MODES:
+            raise ConfigurationError(f"quantize must be one of {QUANTIZE_MODES}")
         import torch
         from sentence_transformers import CrossEncoder
 
         self._torch = torch
         self.device, self.dtype = resolve_device_dtype(device, dtype)
+        if quantize and self.device != "cpu":
+            raise ConfigurationError("quantize='int8' is a CPU path; use dtype on GPUs")
+        if quantize:
+            self.dtype = "float32"  # int8 Linear layers take fp32 activations
+        self.quantize = quantize
+        model_kwargs = {"attn_implementation": attn_implementation} if attn_implementation \
+            else None
         local = is_local_folder(model_name_or_path)
         try:
             model = CrossEncoder(
@@ -78,6 +95,7 @@ class CrossEncoderScorer:
                 revision=revision,
                 local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1",
                 trust_remote_code=trust_remote_code,
+                model_kwargs=model_kwargs,
             )
         except OSError as exc:
             raise ConfigurationError(
@@ -90,6 +108,10 @@ class CrossEncoderScorer:
         self._hf.eval()
         if self.dtype != "float32":
             self._hf.to(getattr(torch, self.dtype))
+        self._model = self._hf
+        if quantize == "int8":
+            self._model = torch.ao.quantization.quantize_dynamic(
+                self._hf, {torch.nn.Linear}, dtype=torch.qint8)
         self.tokenizer = model.tokenizer
         model_max = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
         self.max_length = int(max_length or min(model_max, 512))
@@ -104,10 +126,10 @@ class CrossEncoderScorer:
             os.path.normpath(model_name_or_path)) or model_name_or_path
         self._revision = (revision or "") + ("@" if revision else "") + parameters_fingerprint(
             self._hf)
+        self.config = self._hf.config
         self._accepts_token_types = "token_type_ids" in getattr(
             self.tokenizer, "model_input_names", ["token_type_ids"])
         self._pad_id = self.tokenizer.pad_token_id or 0
-        self._run_lock = threading.Lock()
 
     # -- protocol -----------------------------------------------------------------
     @property
@@ -125,27 +147,33 @@ class CrossEncoderScorer:
     @property
     def cache_namespace(self) -> str:
         return (f"ce|{self._model_id}|{self._revision}|len={self.max_length}|"
-                f"mode={self.passage_mode}|dtype={self.dtype}")
+                f"mode={self.passage_mode}|dtype={self.dtype}|q={self.quantize or '-'}")
 
     def describe(self) -> dict[str, str]:
         return {"model": self._model_id, "revision": self._revision, "device": self.device,
-                "dtype": self.dtype, "kind": "cross-encoder"}
+                "dtype": self.dtype + ("+int8" if self.quantize else ""),
+                "kind": "cross-encoder"}
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutput]:
-        torch = self._torch
-        pairs, per_request = [], []
+        """Score every request in one length-sorted, token-budgeted run of the model.
+
+        Each output's ``extra["token_lengths"]`` lists the real token count of every
+        window it scored (what :func:`encoder_flops` needs).
+        """
+        pairs: list[EncodedPair] = []
+        per_request = []
         for request_index, request in enumerate(requests):
             encoded, windows, truncated = self._encoder.encode(
                 request.query, request.texts, request_index)
             pairs.extend(encoded)
-            per_request.append((windows, truncated))
+            per_request.append((windows, truncated, [len(p.input_ids) for p in encoded]))
         started = time.perf_counter()
         raw = self._forward(pairs)
         elapsed = time.perf_counter() - started
         total_pairs = max(1, len(pairs))
         outputs: list[ScoreOutput] = []
         cursor = 0
-        for request_index, (windows, truncated) in enumerate(per_request):
+        for windows, truncated, lengths in per_request:
             scores: list[float] = []
             for count in windows:
                 values = raw[cursor : cursor + count]
@@ -155,12 +183,12 @@ class CrossEncoderScorer:
                 else:
                     scores.append(float(max(values)))
             share = sum(windows) / total_pairs
-            outputs.append(ScoreOutput(scores, truncated, elapsed * share))
-        del torch
+            outputs.append(ScoreOutput(scores, truncated, elapsed * share,
+                                       extra={"token_lengths": lengths}))
         return outputs
 
     # -- internals ----------------------------------------------------------------
-    def _forward(self, pairs) -> list[float]:
+    def _forward(self, pairs: Sequence[EncodedPair]) -> list[float]:
         torch = self._torch
         if not pairs:
             return []
@@ -169,21 +197,13 @@ class CrossEncoderScorer:
         batches = token_budget_batches(lengths, self.max_batch_tokens, self.max_batch_size)
         with torch.inference_mode():
             for batch in batches:
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                types = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, index in enumerate(batch):
-                    pair = pairs[index]
-                    n = len(pair.input_ids)
-                    ids[row, :n] = torch.tensor(pair.input_ids, dtype=torch.long)
-                    mask[row, :n] = 1
-                    if pair.token_type_ids is not None:
-                        types[row, :n] = torch.tensor(pair.token_type_ids, dtype=torch.long)
-                inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-                if self._accepts_token_types:
-                    inputs["token_type_ids"] = types.to(self.device)
-                logits = self._hf(**inputs).logits.float()
+                ids, mask = pad_rows([pairs[i].input_ids for i in batch], self._pad_id)
+                inputs = {"input_ids": torch.from_numpy(ids).to(self.device),
+                          "attention_mask": torch.from_numpy(mask).to(self.device)}
+                if self._accepts_token_types and pairs[batch[0]].token_type_ids is not None:
+                    types, _ = pad_rows([pairs[i].token_type_ids for i in batch], 0)
+                    inputs["token_type_ids"] = torch.from_numpy(types).to(self.device)
+                logits = self._model(**inputs).logits.float()
                 if self.num_labels == 1:
                     values = logits[:, 0]
                 else:  # two-class heads: log-odds of the "relevant" class
@@ -191,6 +211,35 @@ class CrossEncoderScorer:
                 for row, value in zip(batch, values.cpu().tolist(), strict=True):
                     raw[row] = value
         return raw
+
+
+def encoder_flops(config, lengths: Sequence[int]) -> int:
+    """Multiply-add FLOPs (2 per MAC) of a BERT-style cross-encoder forward pass.
+
+    Counts the matrix products, which are where the time goes: per layer the Q/K/V
+    and output projections (``4 h^2`` MACs per token), the feed-forward block
+    (``2 h i``), and attention scores plus weighted values (``2 L h`` per token); then
+    the pooler and classification head on the first token. Embedding lookups,
+    layer norms, softmax and GELU are left out (a few percent).
+
+    Args:
+        config: A Hugging Face config with ``hidden_size``, ``intermediate_size`` and
+            ``num_hidden_layers``.
+        lengths: Real (unpadded) token counts of the sequences.
+
+    Returns:
+        Total FLOPs for the given sequences.
+    """
+    hidden = int(config.hidden_size)
+    inner = int(config.intermediate_size)
+    layers = int(config.num_hidden_layers)
+    labels = int(getattr(config, "num_labels", 1) or 1)
+    total = 0
+    for length in lengths:
+        projections = length * (4 * hidden * hidden + 2 * hidden * inner)
+        per_layer = projections + 2 * length * length * hidden
+        total += layers * per_layer + hidden * hidden + hidden * labels
+    return 2 * total
 
 
 def save_cross_encoder_from_bundled(path: str, *, seed: int = 0) -> str:

@@ -7,9 +7,12 @@ Hugging Face tokenizer (BERT, XLM-R, ...) gets its native pair format.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 # Generous upper bound on characters per token: text beyond this cannot reach the
 # model anyway, and cutting it first keeps a 1 MB document from costing a full
@@ -19,6 +22,8 @@ CHARS_PER_TOKEN_CAP = 24
 
 @dataclass
 class EncodedPair:
+    """One model input row: a (query, document window) pair as token ids."""
+
     request_index: int
     text_index: int
     input_ids: list[int]
@@ -105,3 +110,27 @@ def token_budget_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_value: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad ragged id lists into an ``int64`` matrix plus its attention mask.
+
+    One flat copy instead of one small tensor per row: the ids are chained into a
+    single buffer and scattered through a boolean mask (row-major order matches the
+    chained order), which keeps batch assembly far below a millisecond.
+
+    Args:
+        rows: Token id lists, one per sequence.
+        pad_value: Id written after each row's end. Defaults to 0.
+
+    Returns:
+        ``(ids, mask)``, both of shape ``(len(rows), longest row)``; ``mask`` is 1 on
+        real tokens and 0 on padding.
+    """
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max()) if len(rows) else 0
+    mask = np.arange(width, dtype=np.int64)[None, :] < lengths[:, None]
+    ids = np.full((len(rows), width), pad_value, dtype=np.int64)
+    ids[mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
+                            count=int(lengths.sum()))
+    return ids, mask.astype(np.int64)

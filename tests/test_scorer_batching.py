@@ -1,0 +1,162 @@
+"""Batch assembly in the cross-encoder scorer: padding, token budgets, request
+merging in the inference engine, FLOP counting and precision settings."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rerank_plugins.errors import ConfigurationError
+from rerank_plugins.resilience import InferenceEngine
+from rerank_plugins.scoring.base import ScoreRequest
+from rerank_plugins.scoring.tokens import pad_rows, token_budget_batches
+
+QUERY = "how does a swept wing behave at transonic speed"
+TEXTS = [
+    "swept wings delay the drag rise at transonic mach numbers.",
+    "the boundary layer on a flat plate with heat transfer.",
+    "buckling of thin cylindrical shells under axial compression and internal "
+    "pressure, with experiments on imperfect shells of several sizes.",
+    "cats.",
+]
+
+
+def test_pad_rows_places_every_id_and_masks_the_padding():
+    rows = [[5, 6, 7], [8], [], [9, 10]]
+    ids, mask = pad_rows(rows, pad_value=0)
+    assert ids.dtype == np.int64 and mask.dtype == np.int64
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0], [9, 10, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0], [1, 1, 0]]
+
+
+def test_pad_rows_uses_the_given_pad_id():
+    ids, _ = pad_rows([[1], [2, 3]], pad_value=99)
+    assert ids.tolist() == [[1, 99], [2, 3]]
+
+
+@pytest.mark.parametrize("budget", [16, 64, 300, 10_000])
+def test_token_budget_batches_cover_every_index_once_within_budget(budget):
+    rng = np.random.default_rng(7)
+    lengths = [int(x) for x in rng.integers(3, 120, size=200)]
+    batches = token_budget_batches(lengths, budget, max_batch_size=32)
+    flat = sorted(i for batch in batches for i in batch)
+    assert flat == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 32
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert padded <= budget or len(batch) == 1
+
+
+def test_token_budget_batches_sort_longest_first_so_padding_stays_small():
+    lengths = [10, 200, 12, 190, 11, 195]
+    batches = token_budget_batches(lengths, 600, 8)
+    assert [sorted(lengths[i] for i in b) for b in batches] == [[190, 195, 200], [10, 11, 12]]
+
+
+def test_score_many_merges_requests_without_changing_scores(ce_scorer):
+    single = [ce_scorer.score_many([ScoreRequest(QUERY, TEXTS[:k])])[0].scores
+              for k in (1, 4)]
+    merged = ce_scorer.score_many([ScoreRequest(QUERY, TEXTS[:1]),
+                                   ScoreRequest(QUERY, TEXTS)])
+    assert merged[0].scores == pytest.approx(single[0], abs=1e-5)
+    assert merged[1].scores == pytest.approx(single[1], abs=1e-5)
+
+
+def test_batch_size_and_budget_do_not_change_scores(ce_folder, ce_scorer):
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    tiny = CrossEncoderScorer(ce_folder, dtype="float32", max_batch_tokens=64,
+                              max_batch_size=2)
+    request = [ScoreRequest(QUERY, TEXTS)]
+    assert tiny.score_many(request)[0].scores == pytest.approx(
+        ce_scorer.score_many(request)[0].scores, abs=1e-5)
+
+
+def test_scores_match_sentence_transformers_predict(ce_folder, ce_scorer):
+    from sentence_transformers import CrossEncoder
+
+    reference = CrossEncoder(ce_folder, device="cpu").predict(
+        [(QUERY, t) for t in TEXTS], activation_fn=lambda x: x)
+    ours = ce_scorer.score_many([ScoreRequest(QUERY, TEXTS)])[0].scores
+    assert ours == pytest.approx([float(x) for x in reference], abs=1e-4)
+
+
+def test_outputs_report_real_token_lengths(ce_scorer):
+    [out] = ce_scorer.score_many([ScoreRequest(QUERY, TEXTS)])
+    lengths = out.extra["token_lengths"]
+    assert len(lengths) == len(TEXTS)
+    encoded = ce_scorer.tokenizer([QUERY] * len(TEXTS), TEXTS)["input_ids"]
+    assert lengths == [len(ids) for ids in encoded]
+
+
+def test_encoder_flops_counts_projections_feed_forward_and_attention():
+    from types import SimpleNamespace
+
+    from rerank_plugins.scoring.cross_encoder import encoder_flops
+
+    config = SimpleNamespace(hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
+                             num_labels=1)
+    per_layer = 100 * (4 * 384 * 384 + 2 * 384 * 1536) + 2 * 100 * 100 * 384
+    expected = 2 * (6 * per_layer + 384 * 384 + 384)
+    assert encoder_flops(config, [100]) == expected
+    assert encoder_flops(config, [100, 100]) == 2 * expected
+    assert encoder_flops(config, []) == 0
+
+
+def test_int8_is_cpu_only_and_unknown_modes_are_refused(ce_folder):
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    with pytest.raises(ConfigurationError, match="quantize"):
+        CrossEncoderScorer(ce_folder, quantize="int4")
+
+
+def test_cache_namespace_separates_precisions(ce_folder, ce_scorer):
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    bf16 = CrossEncoderScorer(ce_folder, dtype="bfloat16")
+    assert bf16.cache_namespace != ce_scorer.cache_namespace
+    assert bf16.describe()["dtype"] == "bfloat16"
+
+
+class _SlowScorer:
+    """Records how many requests each model call received."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls: list[int] = []
+        self._lock = threading.Lock()
+
+    def score_many(self, requests):
+        with self._lock:
+            self.calls.append(len(requests))
+        time.sleep(self.seconds)
+        return [len(r.texts) for r in requests]
+
+
+def test_engine_merges_concurrent_requests_into_few_model_calls():
+    scorer = _SlowScorer(0.2)
+    engine = InferenceEngine(scorer.score_many, max_threads=4)
+    try:
+        futures = [engine.submit([ScoreRequest(f"q{i}", ["a"] * (i + 1))]) for i in range(8)]
+        assert [f.result(timeout=10) for f in futures] == [[i + 1] for i in range(8)]
+    finally:
+        engine.close()
+    assert sum(scorer.calls) == 8
+    # the first call takes what was queued then; the rest arrive while it runs and
+    # are merged into the next call instead of eight separate forward passes
+    assert len(scorer.calls) <= 3
+
+
+def test_engine_respects_max_batch_requests():
+    scorer = _SlowScorer(0.05)
+    engine = InferenceEngine(scorer.score_many, max_batch_requests=3)
+    try:
+        futures = [engine.submit([ScoreRequest("q", ["a"])]) for _ in range(10)]
+        for future in futures:
+            future.result(timeout=10)
+    finally:
+        engine.close()
+    assert max(scorer.calls) <= 3 and sum(scorer.calls) == 10
