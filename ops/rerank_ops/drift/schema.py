@@ -52,8 +52,9 @@ DEFAULT_CATEGORICAL_TEST = StatTest("jensenshannon", 0.1)
 #: Share of monitored columns that must drift for the run to report drift.
 DEFAULT_DRIFT_SHARE = 0.3
 #: Fewest valid events per side. Two samples of n rows from the same traffic differ
-#: by a normed Wasserstein distance of roughly 1/sqrt(n) (0.1 at n=100, 0.07 at
-#: n=200), so below this the 0.1 threshold would mostly measure noise.
+#: by a normed Wasserstein distance of roughly 1-2/sqrt(n) (skewed features such as
+#: retrieval_score_std sit at the high end): about 0.1 at n=300, so below 200 the 0.1
+#: threshold would mostly measure noise. Production windows should hold >= 1,000.
 DEFAULT_MIN_ROWS = 200
 #: Events sampled per side; enough to pin every distance well below the thresholds.
 DEFAULT_MAX_ROWS = 50_000
