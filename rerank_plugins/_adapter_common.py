@@ -114,6 +114,12 @@ class RerankSettings(BaseModel):
         description="An EventLog or a directory for the per-request JSONL events.")
     max_candidates: int = Field(
         default=1000, description="Requests with more candidates are refused.")
+    rerank_depth: int | None = Field(
+        default=None, description="Score only the first N candidates; the rest follow "
+        "in retrieval order.")
+    config: str | None = Field(
+        default=None, description="Settings file written by `rerank-ops eval --tune`; its "
+        "values apply to every setting not given explicitly here.")
 
     _reranker: Reranker = PrivateAttr()
     _shared: bool = PrivateAttr(default=False)
@@ -139,13 +145,23 @@ class RerankSettings(BaseModel):
             scorer = load_scorer(self.model, device=self.device, dtype=self.dtype,
                                  max_length=self.max_length,
                                  trust_remote_code=self.trust_remote_code)
-        self._reranker = Reranker(
-            scorer, secondary_scorer=self.secondary_scorer, cache=self.cache,
+        options = dict(
+            secondary_scorer=self.secondary_scorer, cache=self.cache,
             timeout_ms=self.timeout_ms, threshold=self.threshold, min_keep=self.min_keep,
             relative_cutoff=self.relative_cutoff, fusion=self.fusion, alpha=self.alpha,
             normalization=self.normalization, calibration=self.calibration,
             policies=self.policies, shadow=self.shadow, event_log=self.event_log,
-            max_candidates=self.max_candidates)
+            max_candidates=self.max_candidates, rerank_depth=self.rerank_depth)
+        if self.config is not None:
+            from .config import load_reranker_settings
+
+            for key, value in load_reranker_settings(self.config).items():
+                if key == "top_n":
+                    if "top_n" not in self.model_fields_set:
+                        self.top_n = value
+                elif key not in self.model_fields_set:
+                    options[key] = value
+        self._reranker = Reranker(scorer, **options)
 
     @property
     def reranker(self) -> Reranker:

@@ -32,10 +32,11 @@ def load_reranker_settings(path: str | Path) -> dict:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot read reranker config {path}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("schema_version") != CONFIG_SCHEMA:
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != CONFIG_SCHEMA:
         raise ConfigurationError(
-            f"{path}: schema_version {data.get('schema_version') if isinstance(data, dict) else None!r}"
-            f" is not {CONFIG_SCHEMA}; regenerate it with `rerank-ops eval --tune`")
+            f"{path}: schema_version {version!r} is not {CONFIG_SCHEMA}; regenerate it with "
+            "`rerank-ops eval --tune`")
     section = data.get("reranker")
     if not isinstance(section, dict):
         raise ConfigurationError(f"{path}: missing 'reranker' section")

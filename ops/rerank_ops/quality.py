@@ -47,6 +47,10 @@ def score_run(collection: Collection, scorer, *, depth: int = 100,
         for q in qids
     }
     raw: dict[str, list[float]] = {}
+    if getattr(scorer, "activation", "") == "cosine":
+        # a bi-encoder embeds each text once per call: one call over every query
+        # encodes each corpus document once instead of once per chunk
+        chunk = max(1, len(qids))
     bar = tqdm(total=len(qids), desc=f"scoring {collection.name}", unit="query",
                disable=not progress, leave=False)
     for start in range(0, len(qids), chunk):

@@ -19,6 +19,7 @@ from ..finetuning import (
 )
 from ..quality import Setting, rerank_rankings, score_run
 
+
 @click.command("finetune")
 @click.option("--model", "start_model", default=None,
               help="Local model folder to start from. Default: the embedded MiniLM.")
