@@ -488,10 +488,16 @@ class Reranker:
             else:
                 status = Status.OK
             if self.shadow and status is not Status.FALLBACK:
-                scored_items = {item.retrieval_rank: item for item in kept + dropped}
-                ordered = [scored_items[i] for i in range(len(candidates)) if i in scored_items]
+                # retrieval order of everything but policy-blocked items (model-scored,
+                # no relevance): shadow mode must not lift a business block
+                blocked = [i for i in dropped
+                           if i.relevance_score is None and i.model_score is not None]
+                skip = {id(i) for i in blocked}
+                ordered = sorted((i for i in kept + dropped if id(i) not in skip),
+                                 key=lambda i: i.retrieval_rank)
                 limit = request.top_n or self.settings.top_n
-                kept, dropped = ordered[:limit] if limit else ordered, ordered[limit:] if limit else []
+                kept, dropped = (ordered[:limit], ordered[limit:] + blocked) if limit else (
+                    ordered, blocked)
                 status = Status.SHADOW
         request.t_select = time.perf_counter() - select_started
         total = time.perf_counter() - request.started
@@ -523,10 +529,15 @@ class Reranker:
     def _retrieval_order(self, request: _Request):
         everything = request.candidates + request.tail
         items = [RankedItem(c_, None, None, None, i) for i, c_ in enumerate(everything)]
+        # a model outage must not lift a business block: policies still run, with a
+        # neutral 0.5 standing in for the missing model score
+        blocked = [i for i in items if _blocked(self.settings.policies, i.candidate)]
+        skip = {id(i) for i in blocked}
+        items = [i for i in items if id(i) not in skip]
         limit = request.top_n or self.settings.top_n
         if limit is None:
-            return items, []
-        return items[:limit], items[limit:]
+            return items, blocked
+        return items[:limit], items[limit:] + blocked
 
     def _store(self, request: _Request, scored: dict[int, float]) -> None:
         try:
@@ -600,6 +611,15 @@ class Reranker:
             span.set_status(trace.Status(trace.StatusCode.ERROR,
                                          result.fallback_reason.value))
         span.end(end_time=end_ns)
+
+
+def _blocked(policies, candidate: Candidate) -> bool:
+    score: float | None = 0.5
+    for policy in policies:
+        score = policy(candidate, score)
+        if score is None:
+            return True
+    return False
 
 
 def _tracer_enabled() -> bool:
