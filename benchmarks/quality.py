@@ -73,7 +73,7 @@ def main() -> None:
         for label, setting in CANDIDATES.items():
             rows[label] = measure(collection, scored, qids, setting)
         dev, held = split_queries(qids)
-        tuned = tune(collection, scored, dev, held, default=CANDIDATES["linear a=0.5 rank"])
+        tuned = tune(collection, scored, dev, held, default=CANDIDATES["linear a=0.5 minmax"])
         entry = {"queries": len(qids), "all_queries": rows,
                  "held_out": {"queries": len(held), **tuned.held_out},
                  "tuned_setting": tuned.chosen.__dict__}

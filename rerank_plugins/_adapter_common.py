@@ -90,8 +90,8 @@ class RerankSettings(BaseModel):
     relative_cutoff: float | None = Field(
         default=None, description="Keep only results within this of the best score.")
     fusion: str = Field(
-        default="none", description="'none', 'linear' or 'rrf' fusion with the "
-        "retrieval score.")
+        default="auto", description="'none', 'linear' or 'rrf' fusion with the "
+        "retrieval score; 'auto' fuses (linear) for bi-encoders, not for cross-encoders.")
     alpha: float = Field(default=0.5, description="Weight of the model score in fusion.")
     normalization: str = Field(
         default="minmax", description="'minmax' or 'rank' normalization for linear fusion.")

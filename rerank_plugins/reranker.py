@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import time
 import uuid
@@ -26,7 +27,6 @@ from .cache.base import PairCache, pair_key
 from .cache.memory import MemoryCache
 from .errors import (
     CacheError,
-    CircuitOpenError,
     ConfigurationError,
     InvalidInputError,
     Overloaded,
@@ -35,7 +35,7 @@ from .errors import (
 )
 from .privacy import Fingerprinter, safe_text
 from .resilience import CircuitBreaker, Deadline, InferenceEngine
-from .scoring.base import ScoreOutput, ScoreRequest, Scorer
+from .scoring.base import ScoreOutput, Scorer, ScoreRequest
 from .selection import Calibration, Policy, SelectionSettings, activate, select, validate_top_n
 from .telemetry import contract as c
 from .telemetry import instruments
@@ -129,7 +129,10 @@ class Reranker:
         min_keep: Results always kept even below the threshold; 0 allows empty.
             Defaults to 1.
         relative_cutoff: Keep only results within this of the best. Defaults to ``None``.
-        fusion: ``"none"``, ``"linear"`` or ``"rrf"`` with the retrieval score.
+        fusion: ``"none"``, ``"linear"`` or ``"rrf"`` with the retrieval score, or
+            ``"auto"``: linear (alpha 0.5, min-max) for bi-encoder scorers such as the
+            embedded default, none for cross-encoders (see docs/quality.md for the
+            figures behind it). Defaults to ``"auto"``.
             Defaults to ``"none"``.
         alpha: Weight of the model score in fusion. Defaults to 0.5.
         normalization: ``"minmax"`` or ``"rank"`` for linear fusion. Defaults to "minmax".
@@ -164,7 +167,7 @@ class Reranker:
         threshold: float | None = None,
         min_keep: int = 1,
         relative_cutoff: float | None = None,
-        fusion: str = "none",
+        fusion: str = "auto",
         alpha: float = 0.5,
         normalization: str = "minmax",
         calibration: Calibration | str | Path | None = None,
@@ -182,16 +185,18 @@ class Reranker:
     ) -> None:
         if timeout_ms is not None and not timeout_ms > 0:
             raise ConfigurationError("timeout_ms must be > 0 or None")
-        self.settings = SelectionSettings(
+        # validate every setting before loading a model; "auto" is resolved below
+        settings = SelectionSettings(
             top_n=top_n, threshold=threshold, min_keep=min_keep,
-            relative_cutoff=relative_cutoff, fusion=fusion, alpha=alpha,
-            normalization=normalization, policies=tuple(policies))
+            relative_cutoff=relative_cutoff, fusion="none" if fusion == "auto" else fusion,
+            alpha=alpha, normalization=normalization, policies=tuple(policies))
         if scorer is None:
             from .scoring.bi_encoder import BiEncoderScorer
 
             scorer = BiEncoderScorer()
         if not isinstance(scorer, Scorer):
             raise ConfigurationError(f"{type(scorer).__name__} does not implement Scorer")
+        self.settings = dataclasses.replace(settings, fusion=resolve_fusion(fusion, scorer))
         self.timeout_ms = timeout_ms
         stuck = stuck_after_s if stuck_after_s is not None else max(
             1.0, 2 * (timeout_ms or 5000.0) / 1000.0)
@@ -620,6 +625,19 @@ def _blocked(policies, candidate: Candidate) -> bool:
         if score is None:
             return True
     return False
+
+
+def resolve_fusion(fusion: str, scorer: Scorer) -> str:
+    """``"auto"``: fuse with the first stage when the scorer is a bi-encoder.
+
+    On the development collections (cranfield, cisi, cacm, npl) the embedded
+    bi-encoder alone lifts mean nDCG@10 from 0.422 (BM25) to 0.439, and linear
+    fusion (alpha 0.5, min-max) to 0.473; a trained cross-encoder is used alone,
+    as is established practice (we cannot measure a trained one offline here).
+    """
+    if fusion != "auto":
+        return fusion
+    return "linear" if getattr(scorer, "activation", "") == "cosine" else "none"
 
 
 def _tracer_enabled() -> bool:
