@@ -45,6 +45,10 @@ class CrossEncoderScorer:
             on your data before using it. Defaults to ``None`` (off).
         attn_implementation: Passed to Hugging Face; ``"sdpa"`` uses PyTorch's fused
             attention kernels. Defaults to ``"sdpa"``.
+        exact_top: With a reduced-precision dtype or int8, re-score this many of each
+            request's best candidates with an fp32 copy of the model, so the head of
+            the ranking (what reaches the LLM) is decided at full precision. ``0``
+            turns it off. Defaults to 8.
 
     Example::
 
@@ -68,6 +72,7 @@ class CrossEncoderScorer:
         trust_remote_code: bool = False,
         quantize: str | None = None,
         attn_implementation: str | None = "sdpa",
+        exact_top: int = 8,
     ) -> None:
         if passage_mode not in PASSAGE_MODES:
             raise ConfigurationError(f"passage_mode must be one of {PASSAGE_MODES}")
@@ -109,6 +114,15 @@ class CrossEncoderScorer:
         if self.dtype != "float32":
             self._hf.to(getattr(torch, self.dtype))
         self._model = self._hf
+        self.exact_top = max(0, int(exact_top)) if (self.dtype != "float32" or quantize) else 0
+        self._exact_model = None
+        if self.exact_top:
+            # an fp32 twin for the head of each ranking (same weights, loaded once more)
+            self._exact_model = CrossEncoder(
+                model_name_or_path, device=self.device, revision=revision,
+                local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1",
+                trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
+            )[0].auto_model.eval().float()
         if quantize == "int8":
             self._model = torch.ao.quantization.quantize_dynamic(
                 self._hf, {torch.nn.Linear}, dtype=torch.qint8)
@@ -147,7 +161,8 @@ class CrossEncoderScorer:
     @property
     def cache_namespace(self) -> str:
         return (f"ce|{self._model_id}|{self._revision}|len={self.max_length}|"
-                f"mode={self.passage_mode}|dtype={self.dtype}|q={self.quantize or '-'}")
+                f"mode={self.passage_mode}|dtype={self.dtype}|q={self.quantize or '-'}|"
+                f"exact={self.exact_top}")
 
     def describe(self) -> dict[str, str]:
         return {"model": self._model_id, "revision": self._revision, "device": self.device,
@@ -168,7 +183,9 @@ class CrossEncoderScorer:
             pairs.extend(encoded)
             per_request.append((windows, truncated, [len(p.input_ids) for p in encoded]))
         started = time.perf_counter()
-        raw = self._forward(pairs)
+        raw = self._forward(pairs, self._model)
+        if self.exact_top:
+            self._refine_heads(pairs, raw, per_request)
         elapsed = time.perf_counter() - started
         total_pairs = max(1, len(pairs))
         outputs: list[ScoreOutput] = []
@@ -188,7 +205,21 @@ class CrossEncoderScorer:
         return outputs
 
     # -- internals ----------------------------------------------------------------
-    def _forward(self, pairs: Sequence[EncodedPair]) -> list[float]:
+    def _refine_heads(self, pairs: Sequence[EncodedPair], raw: list[float],
+                      per_request) -> None:
+        """Re-score each request's ``exact_top`` best windows with the fp32 twin."""
+        chosen: list[int] = []
+        start = 0
+        for windows, _, _ in per_request:
+            count = sum(windows)
+            span = range(start, start + count)
+            chosen.extend(sorted(span, key=lambda i: raw[i], reverse=True)[:self.exact_top])
+            start += count
+        exact = self._forward([pairs[i] for i in chosen], self._exact_model)
+        for index, value in zip(chosen, exact, strict=True):
+            raw[index] = value
+
+    def _forward(self, pairs: Sequence[EncodedPair], model) -> list[float]:
         torch = self._torch
         if not pairs:
             return []
@@ -203,7 +234,7 @@ class CrossEncoderScorer:
                 if self._accepts_token_types and pairs[batch[0]].token_type_ids is not None:
                     types, _ = pad_rows([pairs[i].token_type_ids for i in batch], 0)
                     inputs["token_type_ids"] = torch.from_numpy(types).to(self.device)
-                logits = self._model(**inputs).logits.float()
+                logits = model(**inputs).logits.float()
                 if self.num_labels == 1:
                     values = logits[:, 0]
                 else:  # two-class heads: log-odds of the "relevant" class

@@ -1,0 +1,496 @@
+"""Side-by-side benchmark: our reranker against LlamaIndex's and LangChain's own.
+
+Everything runs in one process on the same inputs: real queries from the shared
+Cranfield and CISI collections, each with 50 BM25 candidates of 80-250 words, and
+one CrossEncoder folder with exactly the architecture and cost of
+ms-marco-MiniLM-L-6-v2 (built from the bundled MiniLM weights; random head, so
+its scores are for speed and agreement, not relevance). Systems are timed
+interleaved, rotating which goes first, so load changes hit all of them alike.
+
+Measured:
+
+* latency p50/p90 per call of each system's public API, and ratios to the peers;
+* ranking agreement of our default (auto dtype) with the fp32 reference;
+* throughput with 8 concurrent callers, as threads and as asyncio tasks;
+* the cache-hit path (every pair cached) in memory and in a real redis-server;
+* the guarded pipeline (cache miss, telemetry, event log) over the bare scorer;
+* achieved model FLOP/s against this machine's measured bf16 matmul peak;
+* memory: the cache byte cap, and RSS growth over 10k requests (``--soak``).
+
+Usage::
+
+    python benchmarks/run.py            # full run (a few minutes on a quiet machine)
+    python benchmarks/run.py --quick    # smaller run
+    python benchmarks/run.py --soak     # adds the 10k-request RSS soak
+
+Writes ``benchmarks/results/<timestamp>.json`` and ``benchmarks/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import machine  # noqa: E402
+import systems  # noqa: E402
+from workload import DEFAULT_DATA, BenchRequest, mixed_requests  # noqa: E402
+
+RESULTS = HERE / "results"
+TOP_K = 5
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- setup ------------------------------------------------------------------------
+def install_telemetry() -> None:
+    """A real OpenTelemetry SDK, so the pipeline's metrics and spans cost what they do
+    in production (an in-memory metric reader; spans are built and dropped)."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    trace.set_tracer_provider(TracerProvider())
+
+
+def spearman(reference: list[str], other: list[str]) -> float:
+    """Spearman correlation of two full rankings of the same ids."""
+    position = {doc_id: rank for rank, doc_id in enumerate(other)}
+    n = len(reference)
+    if n < 2:
+        return 1.0
+    d2 = sum((rank - position[doc_id]) ** 2 for rank, doc_id in enumerate(reference))
+    return 1.0 - 6.0 * d2 / (n * (n * n - 1))
+
+
+# -- phases -----------------------------------------------------------------------
+def run_latency(all_systems, requests: list[BenchRequest], rounds: int) -> dict:
+    """Per-call seconds of every system, interleaved with a rotating start."""
+    times: dict[str, list[float]] = {s.name: [] for s in all_systems}
+    rankings: dict[str, dict[str, list[str]]] = {s.name: {} for s in all_systems}
+    step = 0
+    for round_index in range(rounds):
+        for request in requests:
+            shift = step % len(all_systems)
+            step += 1
+            for system in all_systems[shift:] + all_systems[:shift]:
+                system.before_call()
+                prepared = system.prepare(request)
+                started = time.perf_counter()
+                ranking = system.rank(request, prepared)
+                times[system.name].append(time.perf_counter() - started)
+                if round_index == 0:
+                    rankings[system.name][request.query_id + "@" + request.collection] = ranking
+        log(f"latency round {round_index + 1}/{rounds} done")
+    return {"times": times, "rankings": rankings}
+
+
+def agreement(reference: dict[str, list[str]], ours: dict[str, list[str]]) -> dict:
+    rhos, same_top_ordered, same_top_set = [], 0, 0
+    for key, ref in reference.items():
+        mine = ours[key]
+        rhos.append(spearman(ref, mine))
+        same_top_ordered += ref[:TOP_K] == mine[:TOP_K]
+        same_top_set += set(ref[:TOP_K]) == set(mine[:TOP_K])
+    n = max(1, len(reference))
+    return {"queries": len(reference), "spearman_min": min(rhos, default=float("nan")),
+            "spearman_median": statistics.median(rhos) if rhos else float("nan"),
+            "top5_identical_ordered": same_top_ordered / n,
+            "top5_identical_set": same_top_set / n}
+
+
+def run_throughput(system, requests: list[BenchRequest], total: int, concurrency: int,
+                   mode: str) -> float:
+    """Requests per second with ``concurrency`` callers in flight, ``total`` calls."""
+    work = [requests[i % len(requests)] for i in range(total)]
+    prepared = [system.prepare(r) for r in work]
+    system.before_call()
+    started = time.perf_counter()
+    if mode == "threads":
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(system.rank, work, prepared))
+    else:
+        async def main() -> None:
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(request, inputs):
+                async with gate:
+                    await system.arank(request, inputs)
+
+            await asyncio.gather(*(one(r, p) for r, p in zip(work, prepared, strict=True)))
+
+        asyncio.run(main())
+    return total / (time.perf_counter() - started)
+
+
+def run_pipeline_overhead(scorer, reranker, requests: list[BenchRequest], rounds: int) -> dict:
+    """Bare scorer vs the guarded pipeline on the same request, back to back."""
+    from rerank_plugins.scoring.base import ScoreRequest
+
+    ratios, bare_times, guarded_times = [], [], []
+    for round_index in range(rounds):
+        for position, request in enumerate(requests):
+            candidates = [{"id": d, "text": t, "retrieval_score": s} for d, t, s in
+                          zip(request.doc_ids, request.texts, request.retrieval_scores,
+                              strict=True)]
+            pair = {}
+            order = ("bare", "guarded") if (position + round_index) % 2 == 0 else (
+                "guarded", "bare")
+            for arm in order:
+                reranker.cache.clear()
+                started = time.perf_counter()
+                if arm == "bare":
+                    scorer.score_many([ScoreRequest(request.query, request.texts)])
+                else:
+                    result = reranker.rerank(request.query, candidates)
+                    assert result.status.value == "ok", result.status
+                pair[arm] = time.perf_counter() - started
+            bare_times.append(pair["bare"])
+            guarded_times.append(pair["guarded"])
+            ratios.append(pair["guarded"] / pair["bare"])
+    return {"bare_p50_s": statistics.median(bare_times),
+            "guarded_p50_s": statistics.median(guarded_times),
+            "overhead_median_paired": statistics.median(ratios) - 1.0,
+            "overhead_of_medians": statistics.median(guarded_times)
+            / statistics.median(bare_times) - 1.0,
+            "pairs": len(ratios)}
+
+
+def time_cache_hits(reranker, request: BenchRequest, calls: int) -> dict:
+    candidates = [{"id": d, "text": t} for d, t in zip(request.doc_ids, request.texts,
+                                                       strict=True)]
+    first = reranker.rerank(request.query, candidates)
+    deadline = time.monotonic() + 10
+    while reranker.rerank(request.query, candidates).status.value != "cache":
+        if time.monotonic() > deadline:  # Redis writes are asynchronous
+            return {"error": f"cache never served all pairs (first status {first.status})"}
+        time.sleep(0.02)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        result = reranker.rerank(request.query, candidates)
+        times.append(time.perf_counter() - started)
+        if result.status.value != "cache":
+            return {"error": f"status {result.status.value} on a warm cache"}
+    return {"p50_ms": 1000 * statistics.median(times), "p90_ms": 1000 * percentile(times, 0.9),
+            "calls": calls}
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port (no persistence)."""
+
+    def __init__(self, workdir: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not installed")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", workdir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+def model_flops(scorer, requests: list[BenchRequest], bare_times: list[float],
+                peaks: dict[str, float]) -> dict:
+    from rerank_plugins.scoring.base import ScoreRequest
+    from rerank_plugins.scoring.cross_encoder import encoder_flops
+
+    per_request = []
+    for request in requests:
+        [out] = scorer.score_many([ScoreRequest(request.query, request.texts)])
+        per_request.append(encoder_flops(scorer.config, out.extra["token_lengths"]))
+    flops = statistics.median(per_request)
+    achieved = flops / statistics.median(bare_times)
+    compute_dtype = "bfloat16" if scorer.dtype == "bfloat16" else "float32"
+    return {"model_gflop_per_request": flops / 1e9, "achieved_gflops": achieved / 1e9,
+            "peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
+            "fraction_of_bf16_peak": achieved / peaks["bfloat16"],
+            "fraction_of_own_dtype_peak": achieved / peaks[compute_dtype],
+            "compute_dtype": compute_dtype}
+
+
+def cache_byte_cap() -> dict:
+    from rerank_plugins.cache.memory import MemoryCache
+
+    cap = 1 << 20
+    cache = MemoryCache(max_bytes=cap, max_entries=10**7, ttl_s=None)
+    for start in range(0, 100_000, 1000):
+        cache.set_many({f"{i:064x}": float(i) for i in range(start, start + 1000)})
+    return {"max_bytes": cap, "bytes_used": cache.bytes_used, "entries": len(cache),
+            "honoured": cache.bytes_used <= cap}
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak(reranker, requests: list[BenchRequest], total: int) -> dict:
+    """``total`` requests through the pipeline: varied queries, mostly cache hits,
+    a new (query, 10 candidates) pair every 10th call, so model, cache inserts,
+    telemetry and the event log all keep working."""
+    import gc
+
+    pool = [(r.query, [{"id": d, "text": t} for d, t in zip(r.doc_ids[:10], r.texts[:10],
+                                                             strict=True)])
+            for r in requests]
+    warm = min(500, total // 10)
+    baseline = None
+    started = time.perf_counter()
+    for index in range(total):
+        query, candidates = pool[index % len(pool)]
+        if index % 10 == 0:
+            query = f"{query} #{index}"
+        reranker.rerank(query, candidates)
+        if index + 1 == warm:
+            gc.collect()
+            baseline = rss_mib()
+        if (index + 1) % 2000 == 0:
+            log(f"soak {index + 1}/{total}")
+    gc.collect()
+    final = rss_mib()
+    return {"requests": total, "rss_after_warmup_mib": baseline, "rss_end_mib": final,
+            "growth_mib": final - baseline, "seconds": time.perf_counter() - started,
+            "cache_bytes": getattr(reranker.cache, "bytes_used", None)}
+
+
+# -- report -----------------------------------------------------------------------
+def table(report: dict) -> str:
+    lat = report["latency"]
+    peers = [name for name, row in lat.items() if row["kind"] == "peer"]
+    lines = ["| system | p50 ms | p90 ms | " + " | ".join(f"p50 / {p.split('.')[0]}"
+                                                          for p in peers) + " |",
+             "|---|---:|---:|" + "---:|" * len(peers)]
+    for name, row in lat.items():
+        ratios = " | ".join(f"{row['p50_s'] / lat[p]['p50_s']:.2f}" for p in peers)
+        lines.append(f"| {name} | {1000 * row['p50_s']:.0f} | {1000 * row['p90_s']:.0f} | "
+                     f"{ratios} |")
+    lines.append("")
+    lines.append("| throughput, 8 concurrent (req/s) | threads | asyncio |")
+    lines.append("|---|---:|---:|")
+    for name, row in report["throughput"].items():
+        lines.append(f"| {name} | {row['threads']:.2f} | {row['asyncio']:.2f} |")
+    return "\n".join(lines)
+
+
+def summary(report: dict) -> list[str]:
+    lat, thr = report["latency"], report["throughput"]
+    peers = [n for n, r in lat.items() if r["kind"] == "peer"]
+    ours_name = "ours.llama_index.CrossEncoderRerank"
+    out = []
+    for peer in peers:
+        out.append(f"p50 ours(llama_index drop-in) / {peer}: "
+                   f"{lat[ours_name]['p50_s'] / lat[peer]['p50_s']:.3f} (target <= 0.333)")
+    for peer in peers:
+        if peer in thr and ours_name in thr:
+            for mode in ("threads", "asyncio"):
+                out.append(f"throughput ours / {peer} ({mode}): "
+                           f"{thr[ours_name][mode] / thr[peer][mode]:.2f}x (target >= 3)")
+    agree = report["agreement"]
+    out.append(f"agreement vs fp32 reference: Spearman min {agree['spearman_min']:.4f}, "
+               f"top-5 identical (ordered) {agree['top5_identical_ordered']:.0%}, "
+               f"(as a set) {agree['top5_identical_set']:.0%} over {agree['queries']} queries")
+    for backend, row in report["cache_hit"].items():
+        out.append(f"cache hit ({backend}): {row}")
+    pipe = report["pipeline_overhead"]
+    out.append(f"guarded pipeline over bare scorer: {pipe['overhead_median_paired']:+.1%} "
+               f"(median of {pipe['pairs']} paired runs; target <= +5%)")
+    flops = report["flops"]
+    out.append(f"model FLOP/s: {flops['achieved_gflops']:.1f} GFLOP/s achieved, "
+               f"{flops['fraction_of_bf16_peak']:.0%} of measured bf16 matmul peak "
+               f"{flops['peak_gflops']['bfloat16']:.1f} GFLOP/s "
+               f"(fp32 peak {flops['peak_gflops']['float32']:.1f})")
+    out.append(f"cache byte cap: {report['memory']['cache_byte_cap']}")
+    if "soak" in report["memory"]:
+        out.append(f"soak: {report['memory']['soak']}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer queries and rounds")
+    parser.add_argument("--soak", action="store_true", help="add the 10k-request RSS soak")
+    parser.add_argument("--soak-requests", type=int, default=10_000)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "RERANK_DATA_DIR", DEFAULT_DATA)))
+    parser.add_argument("--collections", default="cranfield,cisi")
+    parser.add_argument("--queries", type=int, help="queries per collection")
+    parser.add_argument("--rounds", type=int, help="latency rounds over the queries")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--dtype", default="auto", help="our scorer's dtype")
+    parser.add_argument("--quantize", default=None, choices=[None, "int8"])
+    parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--out", type=Path, help="JSON path (default results/<time>.json)")
+    args = parser.parse_args(argv)
+    per_collection = args.queries or (3 if args.quick else 6)
+    rounds = args.rounds or (1 if args.quick else 2)
+    throughput_calls = 2 * args.concurrency if args.quick else 3 * args.concurrency
+
+    import torch
+
+    from rerank_plugins.cache.memory import MemoryCache
+    from rerank_plugins.reranker import Reranker
+    from rerank_plugins.scoring.cross_encoder import (
+        CrossEncoderScorer,
+        save_cross_encoder_from_bundled,
+    )
+    from rerank_plugins.telemetry.sinks import EventLog
+
+    install_telemetry()
+    workdir = tempfile.mkdtemp(prefix="rerank-bench-")
+    started = time.perf_counter()
+    report: dict = {"started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "hardware": machine.hardware(), "versions": machine.versions()}
+    try:
+        requests = mixed_requests(args.data, tuple(args.collections.split(",")),
+                                  per_collection)
+        if not requests:
+            raise SystemExit(f"no requests: is {args.data} the shared data folder?")
+        folder = save_cross_encoder_from_bundled(os.path.join(workdir, "minilm-l6-ce"))
+        log(f"{len(requests)} requests; model folder {folder}")
+        scorer = CrossEncoderScorer(folder, dtype=args.dtype, quantize=args.quantize)
+        event_log = EventLog(os.path.join(workdir, "events"))
+        reranker = Reranker(scorer, cache=MemoryCache(), event_log=event_log,
+                            timeout_ms=600_000)
+        top_n = len(requests[0].doc_ids)  # full rankings, so agreement sees every rank
+        peer_systems = [systems.llama_index_peer(folder, top_n),
+                        systems.langchain_peer(folder, top_n)]
+        our_systems = systems.ours(reranker, top_n) + [systems.bare_scorer(scorer)]
+        everything = peer_systems + our_systems
+        report["settings"] = {
+            "requests": len(requests), "collections": args.collections,
+            "candidates": len(requests[0].doc_ids), "words_per_candidate": [80, 250],
+            "latency_rounds": rounds, "concurrency": args.concurrency,
+            "throughput_calls": throughput_calls, "ours": scorer.describe(),
+            "max_batch_tokens": scorer.max_batch_tokens, "max_length": scorer.max_length,
+            "peer_notes": {s.name: s.notes for s in peer_systems if s.notes},
+            "model": "MiniLM-L6 cross-encoder (bundled weights, random head)",
+        }
+        for system in everything:  # warm-up: first calls allocate and JIT kernels
+            system.before_call()
+            system.rank(requests[0], system.prepare(requests[0]))
+        log("warm-up done")
+
+        latency = run_latency(everything, requests, rounds)
+        report["latency"] = {
+            s.name: {"kind": s.kind, "p50_s": statistics.median(latency["times"][s.name]),
+                     "p90_s": percentile(latency["times"][s.name], 0.9),
+                     "calls": len(latency["times"][s.name])} for s in everything}
+        reference = latency["rankings"][peer_systems[0].name]
+        report["agreement"] = agreement(reference,
+                                        latency["rankings"]["ours.scorer.score_many (bare)"])
+        report["agreement_peers"] = agreement(reference,
+                                              latency["rankings"][peer_systems[1].name])
+
+        report["throughput"] = {}
+        for system in peer_systems + our_systems[:2]:
+            row = {}
+            for mode in ("threads", "asyncio"):
+                row[mode] = run_throughput(system, requests, throughput_calls,
+                                           args.concurrency, mode)
+            report["throughput"][system.name] = row
+            log(f"throughput {system.name}: {row}")
+        report["batches_run"] = reranker.engine.batches_run
+
+        report["pipeline_overhead"] = run_pipeline_overhead(scorer, reranker, requests, rounds)
+        log(f"pipeline overhead: {report['pipeline_overhead']}")
+        peaks = {dtype: machine.matmul_peak(dtype) for dtype in ("float32", "bfloat16")}
+        report["flops"] = model_flops(scorer, requests[:4],
+                                      latency["times"]["ours.scorer.score_many (bare)"], peaks)
+
+        report["cache_hit"] = {"memory": time_cache_hits(
+            Reranker(scorer, cache=MemoryCache(), event_log=event_log), requests[0], 200)}
+        if not args.no_redis:
+            from rerank_plugins.cache.redis import RedisCache
+
+            server = RedisServer(workdir)
+            try:
+                cache = RedisCache(f"redis://127.0.0.1:{server.port}/0",
+                                   secret="bench-secret", socket_timeout_s=0.5,
+                                   connect_timeout_s=0.5)
+                report["cache_hit"]["redis"] = time_cache_hits(
+                    Reranker(scorer, cache=cache, event_log=event_log), requests[0], 200)
+            finally:
+                server.stop()
+        report["memory"] = {"cache_byte_cap": cache_byte_cap()}
+        if args.soak:
+            report["memory"]["soak"] = soak(
+                Reranker(scorer, cache=MemoryCache(max_bytes=8 << 20), event_log=event_log),
+                requests, args.soak_requests)
+        report["settings"]["torch_threads"] = torch.get_num_threads()
+        report["wall_seconds"] = time.perf_counter() - started
+        reranker.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / f"run-{datetime.now():%Y%m%d-%H%M%S}.json"
+    text = json.dumps(report, indent=2, default=str)
+    out.write_text(text + "\n", encoding="utf-8")
+    (RESULTS / "latest.json").write_text(text + "\n", encoding="utf-8")
+    hw = report["hardware"]
+    print(f"\nhardware: {hw['cpu']}, {hw['logical_cores']} logical cores, flags "
+          f"{' '.join(hw['cpu_flags'])}, AMX {'yes' if hw['amx'] else 'no'}, "
+          f"torch threads {hw['torch_threads']}, load at start {hw['load_average_at_start']}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v))
+    print(f"settings: {json.dumps(report['settings'], default=str)}\n")
+    print(table(report))
+    print()
+    for line in summary(report):
+        print(line)
+    print(f"\nwrote {out} ({report['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
