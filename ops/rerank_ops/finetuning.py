@@ -142,7 +142,8 @@ def finetune(start_model: str, pairs: Pairs, output_dir: str | Path, *, epochs: 
     args = CrossEncoderTrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=epochs,
         per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-        warmup_steps=0.1, bf16=bf16,  # a float below 1 is a share of the steps use_cpu=not torch.cuda.is_available(),
+        # a float warmup_steps below 1 is a share of the total steps
+        warmup_steps=0.1, bf16=bf16, use_cpu=not torch.cuda.is_available(),
         logging_steps=logging_steps, save_strategy="steps", save_steps=save_steps,
         save_total_limit=1, seed=seed, report_to=[], disable_tqdm=not progress,
         dataloader_num_workers=0)
