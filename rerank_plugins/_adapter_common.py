@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .errors import ConfigurationError
 from .reranker import Reranker
-from .scoring.base import Scorer
+from .scoring import load_scorer
 from .types import Candidate, RankedItem, RerankResult
 
 #: Metadata keys every adapter writes on the results it returns.
@@ -28,30 +28,6 @@ RERANK_FALLBACK_REASON = "rerank_fallback_reason"
 RESULT_KEYS = (RELEVANCE_SCORE, RETRIEVAL_SCORE, RETRIEVAL_RANK, RERANK_STATUS,
                RERANK_FALLBACK_REASON)
 
-
-def load_scorer(model: str | None, *, device: str | None = None, dtype: str | None = "auto",
-                max_length: int | None = None, trust_remote_code: bool = False) -> Scorer:
-    """Load the scorer a ``model`` setting names.
-
-    Args:
-        model: ``None`` for the embedded all-MiniLM-L6-v2 bi-encoder (offline); a hub
-            name or local folder for a cross-encoder.
-        device: ``None`` picks cuda > mps > cpu.
-        dtype: As for :class:`~rerank_plugins.scoring.cross_encoder.CrossEncoderScorer`.
-        max_length: Tokens per pair; ``None`` uses the model's own limit.
-        trust_remote_code: Passed to the cross-encoder loader.
-    """
-    if model is None:
-        from .scoring.bi_encoder import BiEncoderScorer
-
-        return BiEncoderScorer(device=device, dtype=dtype, max_length=max_length)
-    if not isinstance(model, str) or not model.strip():
-        raise ConfigurationError(
-            f"model must be a hub name, a folder or None, got {model!r}")
-    from .scoring.cross_encoder import CrossEncoderScorer
-
-    return CrossEncoderScorer(model, device=device, dtype=dtype, max_length=max_length,
-                              trust_remote_code=trust_remote_code)
 
 
 class RerankSettings(BaseModel):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from rerank_plugins.scoring import load_scorer  # noqa: F401 - the commands import it here
+
 from .collections import data_dir
 
 
@@ -54,15 +56,3 @@ device_option = click.option(
 dtype_option = click.option(
     "--dtype", default="auto", show_default=True,
     help="float32, bfloat16, float16 or auto (bf16 on CPUs with AMX/AVX512-BF16).")
-
-
-def load_scorer(model: str | None, *, device: str | None = None, dtype: str = "auto"):
-    """The scorer ``--model`` names: ``None`` is the embedded bi-encoder, anything else
-    a cross-encoder folder or hub name."""
-    if model is None:
-        from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
-
-        return BiEncoderScorer(device=device, dtype=dtype)
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
-
-    return CrossEncoderScorer(model, device=device, dtype=dtype)

@@ -4,9 +4,43 @@ from .base import ScoreOutput, Scorer, ScoreRequest
 from .default_model import DEFAULT_CROSS_ENCODER, bundled_model_path
 
 __all__ = [
-    "DEFAULT_CROSS_ENCODER", "BiEncoderScorer", "CrossEncoderScorer", "ScoreOutput",
+    "DEFAULT_CROSS_ENCODER", "BiEncoderScorer", "load_scorer", "CrossEncoderScorer", "ScoreOutput",
     "RemoteScorer", "ScoreRequest", "Scorer", "bundled_model_path",
 ]
+
+
+def load_scorer(model: str | None, *, kind: str = "cross", device: str | None = None,
+                dtype: str | None = "auto", max_length: int | None = None,
+                trust_remote_code: bool = False) -> Scorer:
+    """Load the scorer a ``model`` setting names.
+
+    Args:
+        model: ``None`` for the embedded all-MiniLM-L6-v2 bi-encoder (offline); a hub
+            name or local folder otherwise.
+        kind: ``"cross"`` (default) or ``"bi"``: how to load a named ``model``.
+        device: ``None`` picks cuda > mps > cpu.
+        dtype: ``"auto"``, ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        max_length: Tokens per pair; ``None`` uses the model's own limit.
+        trust_remote_code: Passed to the cross-encoder loader.
+
+    Example::
+
+        scorer = load_scorer("/models/ms-marco-MiniLM-L-6-v2")
+    """
+    from ..errors import ConfigurationError
+
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise ConfigurationError(f"model must be a hub name, a folder or None, got {model!r}")
+    if kind not in ("cross", "bi"):
+        raise ConfigurationError(f"kind must be 'cross' or 'bi', got {kind!r}")
+    if model is None or kind == "bi":
+        from .bi_encoder import BiEncoderScorer
+
+        return BiEncoderScorer(model, device=device, dtype=dtype, max_length=max_length)
+    from .cross_encoder import CrossEncoderScorer
+
+    return CrossEncoderScorer(model, device=device, dtype=dtype, max_length=max_length,
+                              trust_remote_code=trust_remote_code)
 
 
 def __getattr__(name: str):

@@ -11,20 +11,11 @@ import click
 
 from ..collections import EVALUATION_ONLY, CollectionError, load_collection, split_queries
 from ..evaluation import evaluate
+from ..options import load_scorer
 from ..quality import Setting, per_query_deltas, rerank_rankings, score_run, tune, write_config
 
 MEASURES = ("nDCG@10", "RR@10", "R@100")
 
-
-def build_scorer(model: str | None, kind: str, dtype: str):
-    """``None`` -> embedded bi-encoder; else a cross-encoder (or bi-encoder) folder/name."""
-    if kind == "bi" or model is None:
-        from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
-
-        return BiEncoderScorer(model, dtype=dtype)
-    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
-
-    return CrossEncoderScorer(model, dtype=dtype)
 
 
 def _table(rows: list[tuple[str, dict[str, float]]]) -> str:
@@ -105,7 +96,7 @@ def eval_cmd(collection_path, run_file, model, kind, dtype, depth, fusion, alpha
         setting = Setting(fusion or setting.fusion,
                           alpha if alpha is not None else setting.alpha,
                           setting.normalization, setting.depth, setting.threshold)
-    scorer = build_scorer(model, "cross" if kind == "auto" else kind, dtype)
+    scorer = load_scorer(model, kind="cross" if kind == "auto" else kind, dtype=dtype)
     scored = score_run(collection, scorer, depth=depth, query_ids=qids,
                        progress=sys.stderr.isatty())
     before = scored.first_stage(qids)
