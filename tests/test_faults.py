@@ -128,7 +128,7 @@ def assert_retrieval_order(result, reason: FallbackReason) -> None:
 def test_raising_scorer_falls_back_and_the_circuit_opens_after_n_failures(faulty, rerankers):
     scorer = faulty("raise")
     breaker = CircuitBreaker("faults-raise", failure_threshold=3, reset_timeout_s=3600)
-    reranker = Reranker(scorer, breaker=breaker, timeout_ms=1000, cache=None)
+    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_ms=1000, cache=None)
     rerankers.append(reranker)
     reasons = []
     for _ in range(8):
@@ -151,7 +151,7 @@ def test_circuit_half_opens_after_the_cool_down_and_closes_on_success(faulty, re
     scorer = faulty("raise")
     breaker = CircuitBreaker("faults-recover", failure_threshold=2, reset_timeout_s=30,
                              clock=lambda: now[0])
-    reranker = Reranker(scorer, breaker=breaker, timeout_ms=60_000, cache=None)
+    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_ms=60_000, cache=None)
     rerankers.append(reranker)
     for _ in range(3):
         reranker.rerank(QUERY, candidates())
@@ -171,7 +171,8 @@ def test_circuit_half_opens_after_the_cool_down_and_closes_on_success(faulty, re
 
 def test_secondary_scorer_serves_when_the_primary_raises(faulty, bi_scorer, rerankers):
     primary = faulty("raise")
-    reranker = Reranker(primary, secondary_scorer=bi_scorer, timeout_ms=60_000, cache=None)
+    reranker = Reranker(primary, fusion="none", secondary_scorer=bi_scorer, timeout_ms=60_000,
+                        cache=None)
     rerankers.append(reranker)
     result = reranker.rerank(QUERY, candidates())
     assert (result.status, result.fallback_reason) == (Status.FALLBACK, FallbackReason.ERROR)
@@ -182,7 +183,7 @@ def test_secondary_scorer_serves_when_the_primary_raises(faulty, bi_scorer, rera
 
 
 def test_fallback_keeps_business_blocks(faulty, rerankers):
-    reranker = Reranker(faulty("raise"), timeout_ms=1000, cache=None,
+    reranker = Reranker(faulty("raise"), fusion="none", timeout_ms=1000, cache=None,
                         policies=[block_if(lambda meta: meta.get("embargoed", False))])
     rerankers.append(reranker)
     items = candidates()
@@ -197,7 +198,7 @@ def test_fallback_keeps_business_blocks(faulty, rerankers):
 def test_hung_scorer_costs_each_request_at_most_its_deadline(faulty, rerankers):
     scorer = faulty("hang")
     breaker = CircuitBreaker("faults-hang", failure_threshold=3, reset_timeout_s=3600)
-    reranker = Reranker(scorer, breaker=breaker, timeout_ms=250, cache=None,
+    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_ms=250, cache=None,
                         max_inference_threads=2)
     rerankers.append(reranker)
     reasons, worst = [], 0.0
@@ -218,7 +219,7 @@ def test_hung_scorer_costs_each_request_at_most_its_deadline(faulty, rerankers):
 
 def test_concurrent_requests_against_a_hung_scorer_all_return_in_time(faulty, rerankers):
     scorer = faulty("hang")
-    reranker = Reranker(scorer, timeout_ms=300, cache=None, max_inference_threads=2,
+    reranker = Reranker(scorer, fusion="none", timeout_ms=300, cache=None, max_inference_threads=2,
                         breaker=CircuitBreaker("faults-hang-many", failure_threshold=100))
     rerankers.append(reranker)
     results, elapsed = [None] * 12, [0.0] * 12
@@ -247,8 +248,8 @@ def test_concurrent_requests_against_a_hung_scorer_all_return_in_time(faulty, re
 # -- a slow scorer -------------------------------------------------------------------------------
 def test_slow_scorer_within_the_deadline_serves_and_past_it_falls_back(faulty, rerankers):
     scorer = faulty("slow", delay_s=0.4)
-    patient = Reranker(scorer, timeout_ms=60_000, cache=None)
-    hasty = Reranker(scorer, timeout_ms=150, cache=None,
+    patient = Reranker(scorer, fusion="none", timeout_ms=60_000, cache=None)
+    hasty = Reranker(scorer, fusion="none", timeout_ms=150, cache=None,
                      breaker=CircuitBreaker("faults-slow", failure_threshold=100))
     rerankers.extend([patient, hasty])
     served, elapsed = timed(patient, QUERY, candidates())
@@ -266,7 +267,7 @@ async def test_async_requests_respect_the_deadline_too(faulty, rerankers):
     import asyncio
 
     scorer = faulty("hang")
-    reranker = Reranker(scorer, timeout_ms=200, cache=None,
+    reranker = Reranker(scorer, fusion="none", timeout_ms=200, cache=None,
                         breaker=CircuitBreaker("faults-async", failure_threshold=100))
     rerankers.append(reranker)
 
@@ -293,7 +294,8 @@ def test_redis_killed_mid_run_degrades_to_scoring_without_the_cache(bi_scorer, t
     server = RedisServer(tmp_path)
     try:
         cache = RedisCache(server.url, secret="faults-secret")
-        reranker = Reranker(bi_scorer, cache=cache, secret="faults-secret", timeout_ms=30_000)
+        reranker = Reranker(bi_scorer, fusion="none", cache=cache, secret="faults-secret",
+                            timeout_ms=30_000)
         rerankers.append(reranker)
         errors_before = counter_value("rerank_cache_errors", backend="redis")
         statuses = []

@@ -55,7 +55,7 @@ def scorer(bi_scorer):
 @pytest.fixture
 def reranker(scorer, tmp_path):
     log = EventLog(tmp_path / "events")
-    reranker = Reranker(scorer, timeout_ms=60_000, event_log=log)
+    reranker = Reranker(scorer, fusion="none", timeout_ms=60_000, event_log=log)
     yield reranker
     reranker.close()
 
@@ -140,7 +140,7 @@ def test_bad_top_n_per_call_is_an_invalid_input_error(reranker, scorer, top_n, e
 
 
 def test_too_many_candidates_is_an_invalid_input_error(scorer):
-    reranker = Reranker(scorer, max_candidates=3)
+    reranker = Reranker(scorer, fusion="none", max_candidates=3)
     try:
         with pytest.raises(InvalidInputError, match="4 candidates exceed max_candidates=3"):
             reranker.rerank(QUERY, [WING, CAT, "a", "b"])
@@ -244,7 +244,7 @@ def test_one_megabyte_query_is_answered(reranker):
 def test_lone_surrogates_are_replaced_for_the_model_and_kept_for_the_caller(
         scorer, tmp_path, query, texts):
     log = EventLog(tmp_path / "events", include_text=True)
-    reranker = Reranker(scorer, timeout_ms=60_000, event_log=log)
+    reranker = Reranker(scorer, fusion="none", timeout_ms=60_000, event_log=log)
     try:
         result = reranker.rerank(query, texts)
         again = reranker.rerank(query, texts)
@@ -268,7 +268,7 @@ def test_lone_surrogates_reach_the_scorer_only_as_replacement_characters(bi_scor
             seen.extend(requests)
             return super().score_many(requests)
 
-    reranker = Reranker(Spy(bi_scorer), cache=None, timeout_ms=60_000)
+    reranker = Reranker(Spy(bi_scorer), fusion="none", cache=None, timeout_ms=60_000)
     try:
         reranker.rerank("a\ud800b", ["c\udfffd"])
     finally:
