@@ -275,7 +275,7 @@ class Reranker:
                 outcome = self._score_sync(self._primary, request)
             except ScorerError as exc:
                 reason = FallbackReason(exc.reason)
-                if self._secondary is not None:
+                if self._secondary is not None and _time_left(request.deadline):
                     try:
                         outcome = self._score_sync(self._secondary, request, all_texts=True)
                         slot = self._secondary
@@ -296,7 +296,7 @@ class Reranker:
                 outcome = await self._score_async(self._primary, request)
             except ScorerError as exc:
                 reason = FallbackReason(exc.reason)
-                if self._secondary is not None:
+                if self._secondary is not None and _time_left(request.deadline):
                     try:
                         outcome = await self._score_async(self._secondary, request,
                                                           all_texts=True)
@@ -625,6 +625,14 @@ def _blocked(policies, candidate: Candidate) -> bool:
         if score is None:
             return True
     return False
+
+
+def _time_left(deadline: Deadline) -> bool:
+    """True while the deadline leaves room for another scorer (or there is none):
+    a timeout has used the whole budget, so the chain goes straight to retrieval order
+    instead of charging the secondary scorer's breaker with a doomed call."""
+    remaining = deadline.remaining()
+    return remaining is None or remaining > 0.0
 
 
 def resolve_fusion(fusion: str, scorer: Scorer) -> str:
