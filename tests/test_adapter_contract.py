@@ -49,6 +49,9 @@ class LlamaIndexDriver:
     def make(self, **settings):
         from rerank_plugins.llama_index import CrossEncoderRerank
 
+        # the contract pins the model's own order; fusion has tests of its own
+        if "reranker" not in settings:
+            settings.setdefault("fusion", "none")
         return CrossEncoderRerank(**settings)
 
     def inputs(self, items: Sequence[tuple[str, float | None]], *, same_id: bool = False):
@@ -85,6 +88,9 @@ class LangChainDriver:
     def make(self, **settings):
         from rerank_plugins.langchain import CrossEncoderRerank
 
+        # the contract pins the model's own order; fusion has tests of its own
+        if "reranker" not in settings:
+            settings.setdefault("fusion", "none")
         return CrossEncoderRerank(**settings)
 
     def inputs(self, items, *, same_id: bool = False):
@@ -147,6 +153,7 @@ class SlowScorer(FailingScorer):
 
 def expected_order(scorer, items, **settings) -> list[str]:
     """The core Reranker's answer for the same texts (what an adapter must return)."""
+    settings.setdefault("fusion", "none")  # as the drivers' make()
     reranker = Reranker(scorer, cache=None, timeout_ms=None, **settings)
     result = reranker.rerank(QUERY, [{"text": t, "retrieval_score": s} for t, s in items])
     reranker.close()
