@@ -22,10 +22,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import zlib
 from pathlib import Path
 
 import pytest
+from cheap_scorers import CrcScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("rerank", "candidate", "calibration", "redis_decode", "collections")
@@ -63,20 +63,6 @@ class _Fuzz:
                 for _ in range(self.fdp.ConsumeIntInRange(0, 3))}
 
 
-class _CrcScorer:
-    model_id = "crc"
-    revision = "1"
-    cache_namespace = "crc-fuzz"
-    activation = "sigmoid"
-
-    def describe(self) -> dict[str, str]:
-        return {"model": self.model_id, "revision": self.revision}
-
-    def score_many(self, requests):
-        from rerank_plugins.scoring.base import ScoreOutput
-
-        return [ScoreOutput([(zlib.crc32(t.encode("utf-8", "surrogatepass")) % 1000) / 100 - 5
-                             for t in r.texts]) for r in requests]
 
 
 class Harness:
@@ -92,9 +78,10 @@ class Harness:
         self.collections = collection_readers
         self.allowed = (TypeError, InvalidInputError, ConfigurationError)
         self.rerankers = [
-            Reranker(_CrcScorer(), timeout_ms=None, top_n=5, threshold=0.4),
-            Reranker(_CrcScorer(), cache=None, timeout_ms=None, fusion="linear", min_keep=0),
-            Reranker(_CrcScorer(), cache=None, timeout_ms=None, fusion="rrf",
+            Reranker(CrcScorer("crc-fuzz"), timeout_ms=None, top_n=5, threshold=0.4),
+            Reranker(CrcScorer("crc-fuzz"), cache=None, timeout_ms=None, fusion="linear",
+                     min_keep=0),
+            Reranker(CrcScorer("crc-fuzz"), cache=None, timeout_ms=None, fusion="rrf",
                      relative_cutoff=0.2),
         ]
         # never connects: _decode is pure

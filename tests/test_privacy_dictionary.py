@@ -15,15 +15,14 @@ import hmac
 import itertools
 import json
 import logging
-import zlib
 
 import pytest
+from cheap_scorers import CrcScorer
 from conftest import METRIC_READER
 
 from rerank_plugins import MemoryCache, Reranker, Status
 from rerank_plugins.cache.base import pair_key
 from rerank_plugins.cache.redis import RedisCache
-from rerank_plugins.scoring.base import ScoreOutput
 from rerank_plugins.telemetry.sinks import EventLog, JsonlSink
 
 SECRET = b"operator-secret-for-the-privacy-test"
@@ -61,20 +60,7 @@ def common_queries(count: int = 10_000) -> list[str]:
     return out
 
 
-class CrcScorer:
-    """Cheap deterministic scorer: the model is not what this test is about."""
 
-    model_id = "crc"
-    revision = "1"
-    cache_namespace = "crc-privacy-v1"
-    activation = "sigmoid"
-
-    def describe(self) -> dict[str, str]:
-        return {"model": self.model_id, "revision": self.revision}
-
-    def score_many(self, requests):
-        return [ScoreOutput([(zlib.crc32(t.encode()) % 1000) / 100 - 5 for t in r.texts])
-                for r in requests]
 
 
 class LeakyFailingScorer(CrcScorer):
@@ -131,7 +117,7 @@ def test_no_query_text_anywhere_and_fingerprints_resist_a_dictionary(
     cache = (MemoryCache() if backend == "memory"
              else RedisCache(url=redis_db.url, secret=SECRET))
     log = EventLog(JsonlSink(tmp_path / "events"))
-    reranker = Reranker(CrcScorer(), cache=cache, secret=SECRET, event_log=log,
+    reranker = Reranker(CrcScorer("crc-privacy-v1"), cache=cache, secret=SECRET, event_log=log,
                         timeout_ms=5000, threshold=0.3)
     leaky = Reranker(LeakyFailingScorer(), cache=None, secret=SECRET, event_log=log,
                      timeout_ms=5000)
@@ -178,7 +164,7 @@ def test_no_query_text_anywhere_and_fingerprints_resist_a_dictionary(
         assert not {hmac_hex(wrong, q) for q in dictionary} & logged_fps
 
     # cache keys: the attacker also knows the documents and the key layout
-    namespace = CrcScorer.cache_namespace
+    namespace = CrcScorer("crc-privacy-v1").cache_namespace
     prefix = "rrp:" if backend == "redis" else ""
     stored = set(keys)
 
@@ -200,7 +186,7 @@ def test_no_query_text_anywhere_and_fingerprints_resist_a_dictionary(
 def test_raw_text_is_one_explicit_opt_in(tmp_path):
     """The scan above can see text: with ``include_text=True`` it is in the events."""
     log = EventLog(JsonlSink(tmp_path), include_text=True)
-    reranker = Reranker(CrcScorer(), cache=None, secret=SECRET, event_log=log)
+    reranker = Reranker(CrcScorer("crc-privacy-v1"), cache=None, secret=SECRET, event_log=log)
     reranker.rerank("divorce lawyer for alice smith", DOCS)
     log.flush(10)
     reranker.close()
@@ -211,7 +197,7 @@ def test_raw_text_is_one_explicit_opt_in(tmp_path):
 def test_without_a_secret_fingerprints_are_still_keyed(monkeypatch, tmp_path):
     monkeypatch.delenv("RERANK_PLUGINS_SECRET", raising=False)
     log = EventLog(JsonlSink(tmp_path))
-    reranker = Reranker(CrcScorer(), cache=None, event_log=log)
+    reranker = Reranker(CrcScorer("crc-privacy-v1"), cache=None, event_log=log)
     query = "salary for alice smith"
     reranker.rerank(query, DOCS)
     log.flush(10)

@@ -13,34 +13,20 @@ import socket
 import statistics
 import threading
 import time
-import zlib
 
 import pytest
 import redis
+from cheap_scorers import CrcScorer
 from conftest import free_port
 
 from rerank_plugins import CircuitBreaker, Reranker, Status
 from rerank_plugins.cache.redis import RedisCache
-from rerank_plugins.scoring.base import ScoreOutput
 
 ADDED_BUDGET_MS = 50.0
 DOCS = [f"document number {i} about wings and lift" for i in range(8)]
 
 
-class CrcScorer:
-    """Cheap deterministic scorer (crc32 of the text): the model is not under test."""
 
-    model_id = "crc"
-    revision = "1"
-    cache_namespace = "crc-v1"
-    activation = "sigmoid"
-
-    def describe(self) -> dict[str, str]:
-        return {"model": self.model_id, "revision": self.revision}
-
-    def score_many(self, requests):
-        return [ScoreOutput([(zlib.crc32(t.encode()) % 1000) / 100 - 5 for t in r.texts])
-                for r in requests]
 
 
 class SilentListener:
