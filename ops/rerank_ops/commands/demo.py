@@ -137,8 +137,9 @@ def _load(collection_path: Path | None) -> Collection:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("demo-output"), show_default=True,
               help="Where the event log, the two runs and summary.json go.")
-@click.option("--fusion", type=click.Choice(["none", "linear", "rrf"]), default="none",
-              show_default=True, help="Blend the model score with the BM25 score.")
+@click.option("--fusion", type=click.Choice(["auto", "none", "linear", "rrf"]), default="auto",
+              show_default=True, help="Blend the model score with the BM25 score ('auto' is "
+              "the library default: linear for the embedded bi-encoder).")
 @click.option("--timeout-ms", type=click.FloatRange(min=1.0), default=5000.0,
               show_default=True, help="Per-request model deadline (then: fallback).")
 @model_option
@@ -171,6 +172,7 @@ def demo(collection_path: Path | None, max_queries: int | None, top_k: int, out_
     sink = JsonlSink(out_dir / "events")
     event_log = EventLog(sink)
     reranker = Reranker(scorer, event_log=event_log, fusion=fusion, timeout_ms=timeout_ms)
+    fusion = reranker.settings.fusion  # "auto" resolved for this scorer
     # one throwaway forward pass so the first timed query does not pay for warm-up
     from rerank_plugins.scoring.base import ScoreRequest
 
