@@ -500,9 +500,7 @@ class Reranker:
                 skip = {id(i) for i in blocked}
                 ordered = sorted((i for i in kept + dropped if id(i) not in skip),
                                  key=lambda i: i.retrieval_rank)
-                limit = request.top_n or self.settings.top_n
-                kept, dropped = (ordered[:limit], ordered[limit:] + blocked) if limit else (
-                    ordered, blocked)
+                kept, dropped = self._cut(request, ordered, blocked)
                 status = Status.SHADOW
         request.t_select = time.perf_counter() - select_started
         total = time.perf_counter() - request.started
@@ -523,13 +521,8 @@ class Reranker:
         offset = len(request.candidates)
         tail = [RankedItem(c_, None, None, None, offset + i) for i, c_ in enumerate(request.tail)]
         if self.settings.threshold is None:
-            kept = kept + tail
-        else:
-            dropped = dropped + tail
-        limit = request.top_n or self.settings.top_n
-        if limit is not None and len(kept) > limit:
-            kept, dropped = kept[:limit], kept[limit:] + dropped
-        return kept, dropped
+            return self._cut(request, kept + tail, dropped)
+        return self._cut(request, kept, dropped + tail)
 
     def _retrieval_order(self, request: _Request):
         everything = request.candidates + request.tail
@@ -538,11 +531,14 @@ class Reranker:
         # neutral 0.5 standing in for the missing model score
         blocked = [i for i in items if _blocked(self.settings.policies, i.candidate)]
         skip = {id(i) for i in blocked}
-        items = [i for i in items if id(i) not in skip]
+        return self._cut(request, [i for i in items if id(i) not in skip], blocked)
+
+    def _cut(self, request: _Request, ordered: list, rest: list):
+        """Apply ``top_n`` (per call, else the constructor's): (kept, dropped)."""
         limit = request.top_n or self.settings.top_n
         if limit is None:
-            return items, blocked
-        return items[:limit], items[limit:] + blocked
+            return ordered, rest
+        return ordered[:limit], ordered[limit:] + rest
 
     def _store(self, request: _Request, scored: dict[int, float]) -> None:
         try:
