@@ -34,9 +34,7 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +49,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' redis-server helper
 
 import machine  # noqa: E402
 import systems  # noqa: E402
@@ -211,34 +210,6 @@ def time_cache_hits(reranker, request: BenchRequest, calls: int) -> dict:
             "calls": calls}
 
 
-class RedisServer:
-    """A throwaway redis-server on a free loopback port (no persistence)."""
-
-    def __init__(self, workdir: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not installed")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
 
 
 def model_flops(scorer, requests: list[BenchRequest], bare_times: list[float],
@@ -455,9 +426,11 @@ def main(argv: list[str] | None = None) -> int:
         report["cache_hit"] = {"memory": time_cache_hits(
             Reranker(scorer, cache=MemoryCache(), event_log=event_log), requests[0], 200)}
         if not args.no_redis:
+            from redis_server import RedisServer
+
             from rerank_plugins.cache.redis import RedisCache
 
-            server = RedisServer(workdir)
+            server = RedisServer(Path(workdir))
             try:
                 cache = RedisCache(f"redis://127.0.0.1:{server.port}/0",
                                    secret="bench-secret", socket_timeout_s=0.5,
