@@ -64,3 +64,78 @@ def test_too_little_or_one_sided_data_is_refused(ce_folder, tmp_path):
         pairs.add("q", f"d{i}", 1.0)
     with pytest.raises(TrainingDataError, match="both relevant and non-relevant"):
         finetune(ce_folder, pairs, tmp_path / "m")
+
+
+def test_training_pairs_mix_hard_and_random_negatives_never_judged_documents():
+    collection = load_collection(require_collection("cranfield"))
+    train, _ = split_queries(sorted(collection.queries), dev_fraction=0.5)
+    pairs = pairs_from_collection(collection, train[:10], negatives_per_positive=2,
+                                  random_negatives_per_positive=1, max_positives_per_query=3)
+    by_query: dict[str, list[tuple[str, float]]] = {}
+    for query, text, label in zip(pairs.queries, pairs.texts, pairs.labels, strict=True):
+        by_query.setdefault(query, []).append((text, label))
+    text_to_id = {collection.doc_text(d): d for d in collection.corpus}
+    assert by_query, "no training queries with positives"
+    for qid in train[:10]:
+        rows = by_query.get(collection.queries[qid])
+        if rows is None:
+            continue
+        judged = collection.qrels.get(qid, {})
+        top100 = {d for d, _ in collection.run.get(qid, [])[:100]}
+        positives = [text_to_id[t] for t, label in rows if label == 1.0]
+        negatives = [text_to_id[t] for t, label in rows if label == 0.0]
+        assert all(judged.get(d, 0) > 0 for d in positives)
+        assert not set(negatives) & set(judged), "a judged document was used as a negative"
+        assert len(set(negatives)) == len(negatives), "a negative was drawn twice"
+        # 2 hard (from the run's top 100) + 1 random per positive; the pool is large here
+        assert len(negatives) == 3 * len(positives)
+        hard = [d for d in negatives if d in top100]
+        assert len(hard) >= 2 * len(positives)
+
+
+def test_learning_rate_default_depends_on_whether_the_start_has_a_ranking_head(ce_folder):
+    from rerank_ops.finetuning import default_learning_rate, has_ranking_head
+
+    from rerank_plugins.scoring.default_model import bundled_model_path
+
+    assert not has_ranking_head(bundled_model_path())
+    assert default_learning_rate(bundled_model_path()) == 2e-4
+    assert has_ranking_head(ce_folder)
+    assert default_learning_rate(ce_folder) == 3e-5
+    assert not has_ranking_head("/nonexistent/folder")
+
+
+def test_finetune_command_end_to_end_writes_model_card_and_held_out_metrics(tmp_path):
+    """The CLI the way a user runs it (a subprocess), on a tiny split so it stays short."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    path = require_collection("cranfield")
+    out = tmp_path / "model"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "ops"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rerank_ops", "finetune", "--collection", str(path),
+         "--out", str(out), "--max-train-queries", "4", "--max-eval-queries", "3",
+         "--epochs", "1", "--max-length", "64", "--eval-depth", "10"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "training pairs:" in proc.stderr
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    assert summary["pairs"] >= 8 and summary["loss_first"] is not None
+    assert set(summary["held_out"]) == {"first stage", "start model", "fine-tuned"}
+    card = (out / "README.md").read_text()
+    assert "random_negatives_per_positive: 1" in card and "Held-out queries" in card
+    assert "learning_rate: 0.0002" in card  # the fresh-head default
+    scorer = CrossEncoderScorer(str(out), dtype="float32")
+    [scored] = scorer.score_many([ScoreRequest("wing flutter", ["a wing", "a cat"])])
+    assert len(scored.scores) == 2
+    # the other split was not trained on: refusing the evaluation-only collections too
+    proc = subprocess.run(
+        [sys.executable, "-m", "rerank_ops", "finetune", "--collection",
+         str(path.parent / "scifact"), "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    if (path.parent / "scifact").is_dir():
+        assert proc.returncode != 0 and "independent evaluation" in proc.stderr

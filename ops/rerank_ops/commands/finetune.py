@@ -12,6 +12,7 @@ from ..collections import EVALUATION_ONLY, CollectionError, load_collection, spl
 from ..evaluation import evaluate
 from ..finetuning import (
     TrainingDataError,
+    default_learning_rate,
     finetune,
     pairs_from_collection,
     pairs_from_feedback,
@@ -32,19 +33,23 @@ from ..quality import Setting, rerank_rankings, score_run
 @click.option("--train-fraction", default=0.5, show_default=True,
               type=click.FloatRange(0.1, 0.9), help="Share of queries used for training.")
 @click.option("--max-train-queries", type=click.IntRange(1), default=None)
-@click.option("--negatives", default=3, show_default=True, type=click.IntRange(1, 20),
-              help="Hard negatives per positive.")
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1, 50))
+@click.option("--negatives", default=2, show_default=True, type=click.IntRange(0, 20),
+              help="Hard negatives per positive (unjudged documents of the run's top 100).")
+@click.option("--random-negatives", default=1, show_default=True, type=click.IntRange(0, 20),
+              help="Random corpus negatives per positive.")
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(1, 50))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 512))
-@click.option("--lr", "learning_rate", default=5e-5, show_default=True, type=float)
+@click.option("--lr", "learning_rate", default=None, type=float,
+              help="Default: 2e-4 from a model without a trained ranking head (the embedded "
+                   "MiniLM), 3e-5 from an existing cross-encoder.")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(16, 512))
 @click.option("--eval-depth", default=100, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--max-eval-queries", type=click.IntRange(1), default=None)
 @click.option("--no-eval", is_flag=True, help="Skip the before/after evaluation.")
 @click.option("--seed", default=13, show_default=True)
 def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fraction,
-                 max_train_queries, negatives, epochs, batch_size, learning_rate, max_length,
-                 eval_depth, max_eval_queries, no_eval, seed):
+                 max_train_queries, negatives, random_negatives, epochs, batch_size,
+                 learning_rate, max_length, eval_depth, max_eval_queries, no_eval, seed):
     """Fine-tune a cross-encoder; the folder loads in CrossEncoderScorer unchanged.
 
     Trains on a split of the collection's queries and reports nDCG@10 before and
@@ -60,6 +65,8 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
     if (collection_path is None) == (feedback is None):
         raise click.UsageError("give exactly one of --collection or --feedback")
     start = start_model or bundled_model_path()
+    if learning_rate is None:
+        learning_rate = default_learning_rate(start)
     held: list[str] = []
     collection = None
     try:
@@ -75,9 +82,11 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
             if max_eval_queries:
                 held = held[:max_eval_queries]
             pairs = pairs_from_collection(collection, train_q, negatives_per_positive=negatives,
+                                          random_negatives_per_positive=random_negatives,
                                           seed=seed)
             data = {"collection": collection.name, "train_queries": len(train_q),
-                    "held_out_queries": len(held), "hard_negatives_per_positive": negatives}
+                    "held_out_queries": len(held), "hard_negatives_per_positive": negatives,
+                    "random_negatives_per_positive": random_negatives}
         else:
             pairs = pairs_from_feedback(feedback)
             data = {"feedback_log": str(feedback)}
