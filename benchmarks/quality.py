@@ -45,7 +45,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collections", default=",".join(DEVELOPMENT))
     parser.add_argument("--finetune", action="store_true")
-    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--finetune-only", action="store_true",
+                        help="keep the bi-encoder figures already in --out; add fine-tuned rows")
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--finetune-lr", type=float, default=5e-5)
+    parser.add_argument("--finetune-max-length", type=int, default=256)
+    parser.add_argument("--keep-models", default=None,
+                        help="folder to keep the fine-tuned models in (default: discarded)")
+    parser.add_argument("--finetune-positives", type=int, default=5,
+                        help="positives per training query (each with 2 hard + 1 random negative)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = parser.parse_args()
 
@@ -54,6 +62,9 @@ def main() -> None:
 
     from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
 
+    if args.finetune_only:
+        finetune_only(args)
+        return
     scorer = BiEncoderScorer()
     report = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "torch": torch.__version__, "transformers": transformers.__version__,
@@ -78,7 +89,7 @@ def main() -> None:
                  "held_out": {"queries": len(held), **tuned.held_out},
                  "tuned_setting": tuned.chosen.__dict__}
         if args.finetune:
-            entry["finetuned"] = finetune_rows(collection, dev, held, args.finetune_epochs)
+            entry["finetuned"] = finetune_rows(collection, dev, held, args)
         entry["seconds"] = round(time.perf_counter() - started, 1)
         report["collections"][name] = entry
         print(json.dumps({name: entry}, indent=1), flush=True)
@@ -93,7 +104,26 @@ def main() -> None:
     print(markdown(report))
 
 
-def finetune_rows(collection, dev, held, epochs):
+def finetune_only(args) -> None:
+    """Add fine-tuned rows to an existing report (the bi-encoder rows stay as they were)."""
+    report = json.loads(Path(args.out).read_text())
+    for name in args.collections.split(","):
+        entry = report["collections"].get(name)
+        if entry is None:
+            sys.exit(f"{name}: no bi-encoder figures in {args.out}; run without --finetune-only")
+        collection = load_collection(data_dir() / name)
+        qids = sorted(q for q in collection.queries if q in collection.run)
+        dev, held = split_queries(qids)
+        started = time.perf_counter()
+        entry["finetuned"] = finetune_rows(collection, dev, held, args)
+        entry["finetuned"]["seconds"] = round(time.perf_counter() - started, 1)
+        print(json.dumps({name: entry["finetuned"]}, indent=1), flush=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(report))
+
+
+def finetune_rows(collection, dev, held, args):
+    """Fine-tune the bundled MiniLM as a cross-encoder on the dev queries; measure held-out."""
     import tempfile
 
     from rerank_ops.finetuning import finetune, pairs_from_collection
@@ -101,17 +131,30 @@ def finetune_rows(collection, dev, held, epochs):
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
     from rerank_plugins.scoring.default_model import bundled_model_path
 
-    pairs = pairs_from_collection(collection, dev, negatives_per_positive=3)
+    pairs = pairs_from_collection(collection, dev, negatives_per_positive=2,
+                                  random_negatives_per_positive=1,
+                                  max_positives_per_query=args.finetune_positives)
+    print(f"{collection.name}: {len(pairs)} training pairs ({pairs.positives} positive) "
+          f"from {len(dev)} queries", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        result = finetune(bundled_model_path(), pairs, Path(tmp) / "ce", epochs=epochs,
-                          progress=False)
-        scored = score_run(collection, CrossEncoderScorer(str(Path(tmp) / "ce")),
-                           query_ids=held, progress=False)
-    return {"pairs": result.pairs, "train_seconds": round(result.seconds, 1),
-            "bf16": result.bf16, "epochs": epochs,
+        folder = (Path(args.keep_models) / f"{collection.name}-ce" if args.keep_models
+                  else Path(tmp) / "ce")
+        result = finetune(bundled_model_path(), pairs, folder,
+                          epochs=args.finetune_epochs, learning_rate=args.finetune_lr,
+                          max_length=args.finetune_max_length, progress=False)
+        # bf16 without the fp32 head re-scoring: a trained head spreads its scores far
+        # wider than bf16 rounding moves them (see docs/performance.md)
+        scorer = CrossEncoderScorer(str(folder), max_length=args.finetune_max_length,
+                                    exact_top=0)
+        scored = score_run(collection, scorer, query_ids=held, progress=False)
+    return {"pairs": result.pairs, "positives": result.positives,
+            "train_seconds": round(result.seconds, 1), "bf16": result.bf16,
+            "epochs": args.finetune_epochs, "learning_rate": args.finetune_lr,
+            "max_length": args.finetune_max_length, "steps": result.steps,
+            "loss_first": result.loss_first, "loss_last": result.loss_last,
             "held_out": measure(collection, scored, held, Setting("none", 1.0, "minmax", 100)),
             "held_out_fused": measure(collection, scored, held,
-                                      Setting("linear", 0.5, "rank", 100))}
+                                      Setting("linear", 0.5, "minmax", 100))}
 
 
 def markdown(report: dict) -> str:

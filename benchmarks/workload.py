@@ -9,11 +9,13 @@ folder: nothing here is written into the repository.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
+#: where the shared collections live: $RERANK_DATA_DIR, else ../shared/data
+DEFAULT_DATA = Path(os.environ.get("RERANK_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
 @dataclass(frozen=True)
