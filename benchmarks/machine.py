@@ -1,5 +1,8 @@
 """What the benchmark ran on: CPU model and flags, cores, versions, and the measured
-matrix-multiply peak that achieved model FLOP/s are compared against."""
+matrix-multiply peak that achieved model FLOP/s are compared against.
+
+Importing it also sets the benchmarks' environment defaults (offline hub, quiet
+transformers, no tokenizer thread pools): import it before any model library."""
 
 from __future__ import annotations
 
@@ -7,6 +10,10 @@ import os
 import platform
 import time
 from importlib import metadata
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 #: CPU flags that decide the CPU fast paths (bf16 dot products, int8 dot products, AMX).
 INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",

@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--finetune-only", action="store_true",
                         help="keep the bi-encoder figures already in --out; add fine-tuned rows")
     parser.add_argument("--finetune-epochs", type=int, default=2)
-    parser.add_argument("--finetune-lr", type=float, default=5e-5)
+    parser.add_argument("--finetune-lr", type=float, default=2e-4)
     parser.add_argument("--finetune-max-length", type=int, default=256)
     parser.add_argument("--keep-models", default=None,
                         help="folder to keep the fine-tuned models in (default: discarded)")
