@@ -133,7 +133,6 @@ class Reranker:
             ``"auto"``: linear (alpha 0.5, min-max) for bi-encoder scorers such as the
             embedded default, none for cross-encoders (see docs/quality.md for the
             figures behind it). Defaults to ``"auto"``.
-            Defaults to ``"none"``.
         alpha: Weight of the model score in fusion. Defaults to 0.5.
         normalization: ``"minmax"`` or ``"rank"`` for linear fusion. Defaults to "minmax".
         calibration: A :class:`Calibration` or path to a calibration file.

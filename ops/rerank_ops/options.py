@@ -10,8 +10,6 @@ from pathlib import Path
 
 import click
 
-from rerank_plugins.scoring import load_scorer  # noqa: F401 - the commands import it here
-
 from .collections import data_dir
 
 

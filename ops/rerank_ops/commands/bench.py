@@ -115,7 +115,7 @@ def measure(reranker, cell: Cell, queries: list[str], docs: list[str], *, reques
 
 
 def _scorer(model: str | None, dtype: str, batch_tokens: int | None):
-    from ..options import load_scorer
+    from rerank_plugins.scoring import load_scorer
 
     if model is None:
         return load_scorer(None, dtype=dtype)

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import click
 
+from rerank_plugins.scoring import load_scorer
+
 from ..collections import Collection, CollectionError, load_collection
 from ..evaluation import evaluate
-from ..options import collection_option, dtype_option, load_scorer, model_option
+from ..options import collection_option, dtype_option, model_option
 
 MEASURES = ("nDCG@10", "RR@10")
 Rankings = dict[str, list[tuple[str, float]]]

@@ -51,9 +51,8 @@ def check_device(device: str | None, dtype: str) -> Check:
 def check_model(model: str | None, device: str | None, dtype: str) -> Check:
     """Load the model and score one pair."""
     from rerank_plugins.errors import RerankError
+    from rerank_plugins.scoring import load_scorer
     from rerank_plugins.scoring.base import ScoreRequest
-
-    from ..options import load_scorer
 
     started = time.perf_counter()
     try:

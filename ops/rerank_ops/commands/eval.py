@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
+from rerank_plugins.scoring import load_scorer
+
 from ..collections import EVALUATION_ONLY, CollectionError, load_collection, split_queries
 from ..evaluation import evaluate
-from ..options import load_scorer
 from ..quality import Setting, per_query_deltas, rerank_rankings, score_run, tune, write_config
 
 MEASURES = ("nDCG@10", "RR@10", "R@100")
-
 
 
 def _table(rows: list[tuple[str, dict[str, float]]]) -> str:
