@@ -160,3 +160,22 @@ def test_engine_respects_max_batch_requests():
     finally:
         engine.close()
     assert max(scorer.calls) <= 3 and sum(scorer.calls) == 10
+
+
+@pytest.mark.parametrize("precision", [{"dtype": "bfloat16"}, {"quantize": "int8"}])
+def test_reduced_precision_re_scores_exactly_the_top_in_fp32(ce_folder, ce_scorer, precision):
+    """The head of each ranking carries fp32 scores (the fp32 model is kept, not
+    reloaded: the weights are the ones the fast path was made from)."""
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    fast = CrossEncoderScorer(ce_folder, exact_top=3, **precision)
+    texts = TEXTS * 3  # 12 candidates: 3 re-scored, 9 left at reduced precision
+    [reference] = ce_scorer.score_many([ScoreRequest(QUERY, texts)])
+    [scored] = fast.score_many([ScoreRequest(QUERY, texts)])
+    exact = [i for i, (a, b) in enumerate(zip(scored.scores, reference.scores, strict=True))
+             if abs(a - b) < 1e-5]
+    assert len(exact) >= 3  # the three re-scored (duplicates of them match too)
+    assert next(fast._exact_model.parameters()).dtype.is_floating_point
+    assert str(next(fast._exact_model.parameters()).dtype) == "torch.float32"
+    best = max(range(len(texts)), key=lambda i: scored.scores[i])
+    assert best in exact

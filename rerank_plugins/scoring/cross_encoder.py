@@ -8,6 +8,7 @@ sorted by length and packed into token-budget batches, run under
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Sequence
@@ -111,18 +112,16 @@ class CrossEncoderScorer:
         self._st_model = model
         self._hf = model[0].auto_model
         self._hf.eval()
-        if self.dtype != "float32":
-            self._hf.to(getattr(torch, self.dtype))
-        self._model = self._hf
         self.exact_top = max(0, int(exact_top)) if (self.dtype != "float32" or quantize) else 0
         self._exact_model = None
         if self.exact_top:
-            # an fp32 twin for the head of each ranking (same weights, loaded once more)
-            self._exact_model = CrossEncoder(
-                model_name_or_path, device=self.device, revision=revision,
-                local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1",
-                trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
-            )[0].auto_model.eval().float()
+            # the fp32 model for the head of each ranking: int8 quantizes a copy and
+            # leaves self._hf in fp32; a reduced dtype gets an fp32 copy of the weights
+            # taken before the cast (no second load from disk or hub)
+            self._exact_model = self._hf if quantize else copy.deepcopy(self._hf).float()
+        if self.dtype != "float32":
+            self._hf.to(getattr(torch, self.dtype))
+        self._model = self._hf
         if quantize == "int8":
             self._model = torch.ao.quantization.quantize_dynamic(
                 self._hf, {torch.nn.Linear}, dtype=torch.qint8)
