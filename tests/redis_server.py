@@ -1,4 +1,5 @@
-"""A real redis-server on a free loopback port, for tests and benchmarks."""
+"""A real redis-server on a free loopback port, for tests and benchmarks, and the
+two process helpers every real-server fixture uses (a free port, a clean stop)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, wait_s: float = 5.0) -> None:
+    """SIGTERM a child that is still running; SIGKILL it if it has not exited in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 class RedisServer:
@@ -50,9 +61,4 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)

@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, RedisServer, free_port
+from redis_server import stop_process
 from rerank_ops.mixin import ALERT_RULES, RECORDING_RULES, dashboards, load_config, rules
 
 RATE_INTERVAL = "20s"
@@ -93,12 +94,7 @@ class Prometheus:
                     for rule in group["rules"]]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, 10)
         self.log.close()
 
 
@@ -138,12 +134,7 @@ class ExampleApp:
         return (self.workdir / "app.log").read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, 20)
         self.log.close()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis_server import stop_process
 
 from rerank_plugins import CircuitBreaker, Reranker, Status
 from rerank_plugins.errors import (
@@ -100,12 +101,7 @@ class EngineProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, 10)
 
 
 class Endpoint:
@@ -603,12 +599,7 @@ def infinity(ce_folder):
             time.sleep(0.5)
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc, 20)
 
 
 @pytest.mark.slow
