@@ -8,13 +8,14 @@ from pathlib import Path
 
 import click
 
+from rerank_plugins.scoring import load_scorer
+
 from ..calibration import METHODS
 from ..options import (
     collection_option,
     device_option,
     dtype_option,
     json_option,
-    load_scorer,
     model_option,
     progress_option,
     seed_option,
