@@ -9,16 +9,18 @@ from pathlib import Path
 import click
 
 from ..collections import EVALUATION_ONLY, CollectionError, load_collection, split_queries
-from ..evaluation import evaluate
 from ..finetuning import (
     TrainingDataError,
     default_learning_rate,
     finetune,
+    gate_verdict,
+    has_ranking_head,
+    held_out_metrics,
     pairs_from_collection,
     pairs_from_feedback,
+    teacher_scores,
     write_model_card,
 )
-from ..quality import Setting, rerank_rankings, score_run
 
 
 @click.command("finetune")
@@ -37,6 +39,12 @@ from ..quality import Setting, rerank_rankings, score_run
               help="Hard negatives per positive (unjudged documents of the run's top 100).")
 @click.option("--random-negatives", default=1, show_default=True, type=click.IntRange(0, 20),
               help="Random corpus negatives per positive.")
+@click.option("--teacher", type=click.Choice(["auto", "default", "none"]), default="auto",
+              show_default=True,
+              help="Soft labels for unjudged first-stage candidates from the library default "
+                   "ranking (embedded bi-encoder fused with the first stage): 'default'; hard "
+                   "0/1 labels: 'none'. auto = default for a start model without a ranking "
+                   "head, none for an existing cross-encoder.")
 @click.option("--epochs", default=2, show_default=True, type=click.IntRange(1, 50))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 512))
 @click.option("--lr", "learning_rate", default=None, type=float,
@@ -46,14 +54,22 @@ from ..quality import Setting, rerank_rankings, score_run
 @click.option("--eval-depth", default=100, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--max-eval-queries", type=click.IntRange(1), default=None)
 @click.option("--no-eval", is_flag=True, help="Skip the before/after evaluation.")
+@click.option("--min-ndcg-gain", type=float, default=0.0, show_default=True,
+              help="Exit 3 (model written, card marked REJECTED) when the fine-tuned model's "
+                   "held-out nDCG@10 minus the best of the first stage, the start model and "
+                   "the library default is below this. A large negative value accepts any "
+                   "result.")
 @click.option("--seed", default=13, show_default=True)
 def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fraction,
-                 max_train_queries, negatives, random_negatives, epochs, batch_size,
-                 learning_rate, max_length, eval_depth, max_eval_queries, no_eval, seed):
+                 max_train_queries, negatives, random_negatives, teacher, epochs, batch_size,
+                 learning_rate, max_length, eval_depth, max_eval_queries, no_eval,
+                 min_ndcg_gain, seed):
     """Fine-tune a cross-encoder; the folder loads in CrossEncoderScorer unchanged.
 
     Trains on a split of the collection's queries and reports nDCG@10 before and
-    after on the other split (never on the training queries).
+    after on the other split (never on the training queries). The result is gated:
+    exit 3 when it does not beat the first stage, the start model and the library
+    default (embedded bi-encoder + fusion) there.
 
     \b
     Examples:
@@ -81,11 +97,18 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
                 train_q = train_q[:max_train_queries]
             if max_eval_queries:
                 held = held[:max_eval_queries]
+            use_teacher = teacher == "default" or (
+                teacher == "auto" and not has_ranking_head(start))
+            soft = teacher_scores(collection, train_q) if use_teacher else None
             pairs = pairs_from_collection(collection, train_q, negatives_per_positive=negatives,
                                           random_negatives_per_positive=random_negatives,
-                                          seed=seed)
+                                          seed=seed, teacher=soft)
             data = {"collection": collection.name, "train_queries": len(train_q),
-                    "held_out_queries": len(held), "hard_negatives_per_positive": negatives,
+                    "held_out_queries": len(held),
+                    "teacher": "library default (embedded bi-encoder + first-stage fusion)"
+                    if use_teacher else "none (hard 0/1 labels)",
+                    "hard_negatives_per_positive": "all scored candidates (soft labels)"
+                    if use_teacher else negatives,
                     "random_negatives_per_positive": random_negatives}
         else:
             pairs = pairs_from_feedback(feedback)
@@ -98,32 +121,30 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
         raise click.ClickException(str(exc)) from exc
     metrics = None
     if collection is not None and held and not no_eval:
-        from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
-
-        metrics = {"first stage": None}
-        runs = {}
-        for name, folder in (("start model", start), ("fine-tuned", output_dir)):
-            scorer = CrossEncoderScorer(folder, max_length=max_length)
-            runs[name] = score_run(collection, scorer, depth=eval_depth, query_ids=held,
+        metrics = held_out_metrics(collection, held, start_model=start, tuned_model=output_dir,
+                                   max_length=max_length, depth=eval_depth,
                                    progress=sys.stderr.isatty())
-        any_run = next(iter(runs.values()))
-        metrics["first stage"] = evaluate(collection.qrels, any_run.first_stage(held))
-        for name, scored in runs.items():
-            metrics[name] = evaluate(collection.qrels,
-                                     rerank_rankings(scored, held, Setting(depth=eval_depth)))
+    gate = gate_verdict(metrics, min_ndcg_gain) if metrics else None
     settings = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                 "max_length": max_length, "seed": seed}
     card = write_model_card(output_dir, start_model=start, data=data, settings=settings,
-                            result=result, metrics=metrics)
+                            result=result, metrics=metrics, gate=gate)
     summary = {"output_dir": result.output_dir, "pairs": result.pairs,
                "seconds": round(result.seconds, 1), "bf16": result.bf16,
                "loss_first": result.loss_first, "loss_last": result.loss_last,
-               "held_out": metrics}
+               "held_out": metrics, "gate": gate}
     (Path(output_dir) / "finetune_summary.json").write_text(json.dumps(summary, indent=2))
     click.echo(f"trained {result.pairs} pairs in {result.seconds:.1f}s (bf16={result.bf16}); "
                f"loss {result.loss_first} -> {result.loss_last}")
     if metrics:
         for name, values in metrics.items():
-            click.echo(f"  {name:<12} nDCG@10 {values['nDCG@10']:.4f}  RR@10 "
+            click.echo(f"  {name:<20} nDCG@10 {values['nDCG@10']:.4f}  RR@10 "
                        f"{values['RR@10']:.4f}  R@100 {values['R@100']:.4f}")
     click.echo(f"model: {output_dir}  card: {card}")
+    if gate is not None:
+        verdict = "gate passed" if gate["passed"] else "GATE FAILED (do not ship this model)"
+        click.echo(f"{verdict}: held-out nDCG@10 gain {gate['gain']:+.4f} over "
+                   f"{gate['best_baseline']} (bar {min_ndcg_gain:+.4f})",
+                   err=not gate["passed"])
+        if not gate["passed"]:
+            sys.exit(3)
