@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ops"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import machine  # noqa: E402  (benchmarks/machine.py: CPU model, flags, threads)
 from rerank_ops.collections import DEVELOPMENT, data_dir, load_collection, split_queries  # noqa: E402
 from rerank_ops.evaluation import evaluate  # noqa: E402
 from rerank_ops.quality import Setting, measure, score_run, tune  # noqa: E402
@@ -53,7 +54,11 @@ def main() -> None:
     parser.add_argument("--keep-models", default=None,
                         help="folder to keep the fine-tuned models in (default: discarded)")
     parser.add_argument("--finetune-positives", type=int, default=5,
-                        help="positives per training query (each with 2 hard + 1 random negative)")
+                        help="without a teacher: positives per training query (each with 2 "
+                             "hard + 1 random negative)")
+    parser.add_argument("--finetune-teacher", choices=("default", "none"), default="default",
+                        help="soft labels for unjudged candidates from the library default "
+                             "ranking (bi-encoder fused with BM25), or hard 0/1 labels")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = parser.parse_args()
 
@@ -117,6 +122,7 @@ def finetune_only(args) -> None:
         started = time.perf_counter()
         entry["finetuned"] = finetune_rows(collection, dev, held, args)
         entry["finetuned"]["seconds"] = round(time.perf_counter() - started, 1)
+        entry["finetuned"]["machine"] = machine.hardware()
         print(json.dumps({name: entry["finetuned"]}, indent=1), flush=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
@@ -126,14 +132,16 @@ def finetune_rows(collection, dev, held, args):
     """Fine-tune the bundled MiniLM as a cross-encoder on the dev queries; measure held-out."""
     import tempfile
 
-    from rerank_ops.finetuning import finetune, pairs_from_collection
+    from rerank_ops.finetuning import finetune, pairs_from_collection, teacher_scores
 
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
     from rerank_plugins.scoring.default_model import bundled_model_path
 
+    teacher = teacher_scores(collection, dev) if args.finetune_teacher == "default" else None
     pairs = pairs_from_collection(collection, dev, negatives_per_positive=2,
                                   random_negatives_per_positive=1,
-                                  max_positives_per_query=args.finetune_positives)
+                                  max_positives_per_query=args.finetune_positives,
+                                  teacher=teacher)
     print(f"{collection.name}: {len(pairs)} training pairs ({pairs.positives} positive) "
           f"from {len(dev)} queries", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,6 +159,7 @@ def finetune_rows(collection, dev, held, args):
             "train_seconds": round(result.seconds, 1), "bf16": result.bf16,
             "epochs": args.finetune_epochs, "learning_rate": args.finetune_lr,
             "max_length": args.finetune_max_length, "steps": result.steps,
+            "teacher": args.finetune_teacher,
             "loss_first": result.loss_first, "loss_last": result.loss_last,
             "held_out": measure(collection, scored, held, Setting("none", 1.0, "minmax", 100)),
             "held_out_fused": measure(collection, scored, held,
