@@ -123,6 +123,7 @@ def test_finetune_command_end_to_end_writes_model_card_and_held_out_metrics(tmp_
         capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert proc.returncode in (0, 3), proc.stderr[-2000:]
     assert "training pairs:" in proc.stderr
+    assert "{'loss'" not in proc.stdout  # no trainer log dicts without a terminal
     summary = json.loads((out / "finetune_summary.json").read_text())
     assert summary["pairs"] >= 8 and summary["loss_first"] is not None
     assert set(summary["held_out"]) == {"first stage", "start model", "fine-tuned",

@@ -62,6 +62,11 @@ class Pairs:
         """True when every label is 0 or 1 (no teacher soft labels)."""
         return all(label in (0.0, 1.0) for label in self.labels)
 
+    def summary(self) -> str:
+        """``"3235 pairs (653 positive)"``; soft labels count those >= 0.5."""
+        kind = "positive" if self.hard_labels else "with label >= 0.5"
+        return f"{len(self)} pairs ({self.positives} {kind})"
+
 
 def pairs_from_collection(collection: Collection, query_ids: Sequence[str], *,
                           negatives_per_positive: int = 2, random_negatives_per_positive: int = 1,
@@ -202,6 +207,7 @@ class FinetuneResult:
     losses: list[float]
     bf16: bool
     steps: int
+    pairs_summary: str = ""
 
 
 def positive_weight(pairs: Pairs, balance_classes: bool = True) -> float | None:
@@ -276,6 +282,12 @@ def finetune(start_model: str, pairs: Pairs, output_dir: str | Path, *, epochs: 
         dataloader_num_workers=0)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset,
                                   loss=BinaryCrossEntropyLoss(model, pos_weight=pos_weight))
+    if not progress:
+        # without a progress bar the trainer prints every log dict to stdout; the
+        # losses are kept in its log history (and the model card) either way
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -283,7 +295,8 @@ def finetune(start_model: str, pairs: Pairs, output_dir: str | Path, *, epochs: 
     model.save_pretrained(str(output_dir))
     return FinetuneResult(str(output_dir), len(pairs), pairs.positives, seconds,
                           losses[0] if losses else None, losses[-1] if losses else None,
-                          losses, bool(bf16), int(trainer.state.global_step))
+                          losses, bool(bf16), int(trainer.state.global_step),
+                          pairs.summary())
 
 
 #: rankings every fine-tuned model is measured against on the held-out queries
@@ -327,7 +340,11 @@ def gate_verdict(metrics: Mapping[str, Mapping[str, float]], min_ndcg_gain: floa
     gain = metrics["fine-tuned"]["nDCG@10"] - metrics[best]["nDCG@10"]
     return {"min_ndcg_gain": float(min_ndcg_gain), "gain": gain,
             "passed": gain >= min_ndcg_gain, "best_baseline": best,
-            "baseline": f"the best of {', '.join(present)} ({best}), held-out nDCG@10"}
+            "baseline": ", ".join(present)}
+
+
+def _loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def write_model_card(output_dir: str | Path, *, start_model: str, data: dict, settings: dict,
@@ -344,9 +361,10 @@ def write_model_card(output_dir: str | Path, *, start_model: str, data: dict, se
     lines += ["", "## Settings", ""]
     lines += [f"- {key}: {value}" for key, value in settings.items()]
     lines += ["", "## Training", "",
-              f"- pairs: {result.pairs} ({result.positives} positive)",
+              f"- pairs: {result.pairs_summary or result.pairs}",
               f"- steps: {result.steps}, seconds: {result.seconds:.1f}, bf16: {result.bf16}",
-              f"- training loss: first {result.loss_first} -> last {result.loss_last}", ""]
+              f"- training loss: first {_loss(result.loss_first)} -> last "
+              f"{_loss(result.loss_last)}", ""]
     if metrics:
         lines += ["## Held-out queries (never trained on)", "",
                   "| ranking | nDCG@10 | RR@10 | R@100 |", "|---|---|---|---|"]
@@ -357,7 +375,8 @@ def write_model_card(output_dir: str | Path, *, start_model: str, data: dict, se
         verdict = "PASSED" if gate["passed"] else "REJECTED: do not ship this model"
         lines += ["", "## Gate", "",
                   f"- verdict: {verdict}",
-                  f"- held-out nDCG@10 gain over {gate['baseline']}: {gate['gain']:+.4f} "
+                  f"- held-out nDCG@10 gain over the best baseline ({gate['best_baseline']}; "
+                  f"baselines: {gate['baseline']}): {gate['gain']:+.4f} "
                   f"(bar {gate['min_ndcg_gain']:+.4f})"]
     path = Path(output_dir) / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

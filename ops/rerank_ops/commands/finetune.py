@@ -113,7 +113,7 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
         else:
             pairs = pairs_from_feedback(feedback)
             data = {"feedback_log": str(feedback)}
-        click.echo(f"training pairs: {len(pairs)} ({pairs.positives} positive)", err=True)
+        click.echo(f"training pairs: {pairs.summary()}", err=True)
         result = finetune(start, pairs, output_dir, epochs=epochs, batch_size=batch_size,
                           learning_rate=learning_rate, max_length=max_length, seed=seed,
                           progress=sys.stderr.isatty())
@@ -134,8 +134,10 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
                "loss_first": result.loss_first, "loss_last": result.loss_last,
                "held_out": metrics, "gate": gate}
     (Path(output_dir) / "finetune_summary.json").write_text(json.dumps(summary, indent=2))
-    click.echo(f"trained {result.pairs} pairs in {result.seconds:.1f}s (bf16={result.bf16}); "
-               f"loss {result.loss_first} -> {result.loss_last}")
+    loss = (f"; loss {result.loss_first:.4f} -> {result.loss_last:.4f}"
+            if result.loss_first is not None else "")
+    click.echo(f"trained {result.pairs_summary} in {result.seconds:.1f}s "
+               f"(bf16={result.bf16}){loss}")
     if metrics:
         for name, values in metrics.items():
             click.echo(f"  {name:<20} nDCG@10 {values['nDCG@10']:.4f}  RR@10 "
