@@ -218,3 +218,15 @@ def test_gate_compares_against_the_best_baseline():
     assert gate_verdict(metrics, -0.02)["passed"]
     metrics["fine-tuned"]["nDCG@10"] = 0.45
     assert gate_verdict(metrics, 0.03)["passed"] and not gate_verdict(metrics, 0.05)["passed"]
+
+
+def test_library_default_baseline_is_what_a_default_reranker_uses(bi_scorer):
+    from cheap_scorers import CrcScorer
+    from rerank_ops.quality import Setting, library_default
+
+    from rerank_plugins.selection import SelectionSettings
+
+    defaults = SelectionSettings()
+    assert library_default(bi_scorer, 50) == Setting("linear", defaults.alpha,
+                                                     defaults.normalization, 50)
+    assert library_default(CrcScorer()).fusion == "none"  # not a bi-encoder: model alone

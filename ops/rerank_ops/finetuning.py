@@ -125,23 +125,20 @@ def pairs_from_collection(collection: Collection, query_ids: Sequence[str], *,
 
 
 def teacher_scores(collection: Collection, query_ids: Sequence[str], scorer=None, *,
-                   depth: int = 100, alpha: float = 0.5) -> dict[str, dict[str, float]]:
+                   depth: int = 100) -> dict[str, dict[str, float]]:
     """Soft labels from the library default ranking, in [0, 1] per query.
 
     ``scorer`` defaults to the embedded bi-encoder; its score is fused with the
-    first-stage score exactly as ``fusion="linear"`` (min-max, ``alpha``) does in
-    the selection step, so the teacher is what the Reranker ships with by default.
+    first-stage score by the selection step's linear fusion with its default alpha
+    and normalization, which is what a default ``Reranker()`` ranks by.
     """
     from rerank_plugins.selection import SelectionSettings, activate, fuse
 
     from .quality import score_run
 
-    if scorer is None:
-        from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
-
-        scorer = BiEncoderScorer()
+    scorer = scorer or embedded_bi_encoder()
     run = score_run(collection, scorer, depth=depth, query_ids=query_ids, progress=False)
-    settings = SelectionSettings(fusion="linear", alpha=alpha, normalization="minmax")
+    settings = SelectionSettings(fusion="linear")
     labels: dict[str, dict[str, float]] = {}
     for qid, candidates in run.candidates.items():
         model = [activate(raw, run.activation) for raw in run.raw[qid]]
@@ -149,6 +146,13 @@ def teacher_scores(collection: Collection, query_ids: Sequence[str], scorer=None
         labels[qid] = {c.id: min(1.0, max(0.0, float(f)))
                        for c, f in zip(candidates, fused, strict=True)}
     return labels
+
+
+def embedded_bi_encoder():
+    """The library's default scorer (the teacher, and the baseline of the gate)."""
+    from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
+
+    return BiEncoderScorer()
 
 
 def pairs_from_feedback(path: str | Path) -> Pairs:
@@ -207,7 +211,13 @@ class FinetuneResult:
     losses: list[float]
     bf16: bool
     steps: int
-    pairs_summary: str = ""
+    pairs_summary: str
+
+    def loss_summary(self) -> str:
+        """``"0.6876 -> 0.6553"`` (first and last logged training loss), or ``"n/a"``."""
+        if self.loss_first is None or self.loss_last is None:
+            return "n/a"
+        return f"{self.loss_first:.4f} -> {self.loss_last:.4f}"
 
 
 def positive_weight(pairs: Pairs, balance_classes: bool = True) -> float | None:
@@ -305,20 +315,23 @@ BASELINES = ("first stage", "start model", "library default")
 
 def held_out_metrics(collection: Collection, held: Sequence[str], *, start_model: str,
                      tuned_model: str | Path, max_length: int, depth: int = 100,
-                     progress: bool = False) -> dict[str, dict[str, float]]:
+                     progress: bool = False,
+                     default_scorer=None) -> dict[str, dict[str, float]]:
     """nDCG@10 / RR@10 / R@100 on queries never trained on, for the fine-tuned model
     (alone, as ``fusion="auto"`` uses a cross-encoder, and fused) and its baselines:
     the first stage, the start model, and the library default (embedded bi-encoder
-    fused with the first stage), i.e. what the application runs without the model."""
-    from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
+    fused with the first stage), i.e. what the application runs without the model.
+    ``default_scorer`` is that bi-encoder, when the caller has one loaded already."""
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
     from .evaluation import evaluate
-    from .quality import Setting, rerank_rankings, score_run
+    from .quality import Setting, library_default, rerank_rankings, score_run
 
-    alone, fused = Setting("none", 1.0, "minmax", depth), Setting("linear", 0.5, "minmax", depth)
+    default_scorer = default_scorer or embedded_bi_encoder()
+    default = library_default(default_scorer, depth)
+    alone, fused = Setting("none", depth=depth), Setting("linear", depth=depth)
     rows: dict[str, dict[str, float]] = {}
-    default_run = score_run(collection, BiEncoderScorer(), depth=depth, query_ids=held,
+    default_run = score_run(collection, default_scorer, depth=depth, query_ids=held,
                             progress=progress)
     rows["first stage"] = evaluate(collection.qrels, default_run.first_stage(held))
     for name, folder in (("start model", start_model), ("fine-tuned", str(tuned_model))):
@@ -329,7 +342,7 @@ def held_out_metrics(collection: Collection, held: Sequence[str], *, start_model
             rows["fine-tuned + fusion"] = evaluate(collection.qrels,
                                                    rerank_rankings(run, held, fused))
     rows["library default"] = evaluate(collection.qrels,
-                                       rerank_rankings(default_run, held, fused))
+                                       rerank_rankings(default_run, held, default))
     return rows
 
 
@@ -341,10 +354,6 @@ def gate_verdict(metrics: Mapping[str, Mapping[str, float]], min_ndcg_gain: floa
     return {"min_ndcg_gain": float(min_ndcg_gain), "gain": gain,
             "passed": gain >= min_ndcg_gain, "best_baseline": best,
             "baseline": ", ".join(present)}
-
-
-def _loss(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def write_model_card(output_dir: str | Path, *, start_model: str, data: dict, settings: dict,
@@ -361,10 +370,9 @@ def write_model_card(output_dir: str | Path, *, start_model: str, data: dict, se
     lines += ["", "## Settings", ""]
     lines += [f"- {key}: {value}" for key, value in settings.items()]
     lines += ["", "## Training", "",
-              f"- pairs: {result.pairs_summary or result.pairs}",
+              f"- pairs: {result.pairs_summary}",
               f"- steps: {result.steps}, seconds: {result.seconds:.1f}, bf16: {result.bf16}",
-              f"- training loss: first {_loss(result.loss_first)} -> last "
-              f"{_loss(result.loss_last)}", ""]
+              f"- training loss (first -> last): {result.loss_summary()}", ""]
     if metrics:
         lines += ["## Held-out queries (never trained on)", "",
                   "| ranking | nDCG@10 | RR@10 | R@100 |", "|---|---|---|---|"]

@@ -81,6 +81,15 @@ class Setting:
                                  min_keep=1)
 
 
+def library_default(scorer, depth: int = 100) -> Setting:
+    """The setting a ``Reranker(scorer)`` uses out of the box: ``fusion="auto"``
+    resolved for this scorer, with the selection step's own alpha and normalization."""
+    from rerank_plugins.reranker import resolve_fusion
+
+    defaults = SelectionSettings()
+    return Setting(resolve_fusion("auto", scorer), defaults.alpha, defaults.normalization, depth)
+
+
 def rerank_rankings(run: ScoredRun, query_ids: Iterable[str], setting: Setting,
                     calibration=None) -> dict[str, list[tuple[str, float]]]:
     """Replay the selection step; candidates past ``depth`` follow in retrieval order."""

@@ -12,6 +12,7 @@ from ..collections import EVALUATION_ONLY, CollectionError, load_collection, spl
 from ..finetuning import (
     TrainingDataError,
     default_learning_rate,
+    embedded_bi_encoder,
     finetune,
     gate_verdict,
     has_ranking_head,
@@ -84,7 +85,7 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
     if learning_rate is None:
         learning_rate = default_learning_rate(start)
     held: list[str] = []
-    collection = None
+    collection = default_scorer = None
     try:
         if collection_path:
             collection = load_collection(collection_path)
@@ -99,7 +100,10 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
                 held = held[:max_eval_queries]
             use_teacher = teacher == "default" or (
                 teacher == "auto" and not has_ranking_head(start))
-            soft = teacher_scores(collection, train_q) if use_teacher else None
+            if use_teacher or not no_eval:
+                # one bi-encoder for the teacher and the gate's library-default baseline
+                default_scorer = embedded_bi_encoder()
+            soft = teacher_scores(collection, train_q, default_scorer) if use_teacher else None
             pairs = pairs_from_collection(collection, train_q, negatives_per_positive=negatives,
                                           random_negatives_per_positive=random_negatives,
                                           seed=seed, teacher=soft)
@@ -123,7 +127,8 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
     if collection is not None and held and not no_eval:
         metrics = held_out_metrics(collection, held, start_model=start, tuned_model=output_dir,
                                    max_length=max_length, depth=eval_depth,
-                                   progress=sys.stderr.isatty())
+                                   progress=sys.stderr.isatty(),
+                                   default_scorer=default_scorer)
     gate = gate_verdict(metrics, min_ndcg_gain) if metrics else None
     settings = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                 "max_length": max_length, "seed": seed}
@@ -134,10 +139,8 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
                "loss_first": result.loss_first, "loss_last": result.loss_last,
                "held_out": metrics, "gate": gate}
     (Path(output_dir) / "finetune_summary.json").write_text(json.dumps(summary, indent=2))
-    loss = (f"; loss {result.loss_first:.4f} -> {result.loss_last:.4f}"
-            if result.loss_first is not None else "")
     click.echo(f"trained {result.pairs_summary} in {result.seconds:.1f}s "
-               f"(bf16={result.bf16}){loss}")
+               f"(bf16={result.bf16}); loss {result.loss_summary()}")
     if metrics:
         for name, values in metrics.items():
             click.echo(f"  {name:<20} nDCG@10 {values['nDCG@10']:.4f}  RR@10 "
