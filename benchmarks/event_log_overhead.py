@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         costs = request_path_costs(plain, requests, repeats=200)
         plain.close()
         logged.close()
+        log.close()
         stats = log.stats()
         lines = sum(1 for f in Path(folder).glob("*.jsonl") for _ in open(f, "rb"))
 

@@ -29,16 +29,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import machine  # noqa: E402  (benchmarks/machine.py: CPU model, flags, threads)
 from rerank_ops.collections import DEVELOPMENT, data_dir, load_collection, split_queries  # noqa: E402
 from rerank_ops.evaluation import evaluate  # noqa: E402
-from rerank_ops.quality import Setting, measure, score_run, tune  # noqa: E402
+from rerank_ops.quality import grid_point, measure, score_run, tune  # noqa: E402
 
 #: Candidate defaults compared on every development collection.
 CANDIDATES = {
-    "model only": Setting("none", 1.0, "minmax", 100),
-    "linear a=0.5 minmax": Setting("linear", 0.5, "minmax", 100),
-    "linear a=0.4 rank": Setting("linear", 0.4, "rank", 100),
-    "linear a=0.5 rank": Setting("linear", 0.5, "rank", 100),
-    "linear a=0.6 rank": Setting("linear", 0.6, "rank", 100),
-    "rrf a=0.5": Setting("rrf", 0.5, "minmax", 100),
+    "model only": grid_point("none", 1.0, "minmax", 100),
+    "linear a=0.5 minmax": grid_point("linear", 0.5, "minmax", 100),
+    "linear a=0.4 rank": grid_point("linear", 0.4, "rank", 100),
+    "linear a=0.5 rank": grid_point("linear", 0.5, "rank", 100),
+    "linear a=0.6 rank": grid_point("linear", 0.6, "rank", 100),
+    "rrf a=0.5": grid_point("rrf", 0.5, "minmax", 100),
 }
 
 
@@ -161,9 +161,9 @@ def finetune_rows(collection, dev, held, args):
             "max_length": args.finetune_max_length, "steps": result.steps,
             "teacher": args.finetune_teacher,
             "loss_first": result.loss_first, "loss_last": result.loss_last,
-            "held_out": measure(collection, scored, held, Setting("none", 1.0, "minmax", 100)),
+            "held_out": measure(collection, scored, held, grid_point("none", 1.0, "minmax", 100)),
             "held_out_fused": measure(collection, scored, held,
-                                      Setting("linear", 0.5, "minmax", 100))}
+                                      grid_point("linear", 0.5, "minmax", 100))}
 
 
 def markdown(report: dict) -> str:

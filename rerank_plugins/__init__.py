@@ -16,15 +16,21 @@ from .errors import (
 from .reranker import Reranker
 from .resilience import CircuitBreaker
 from .selection import Calibration, block_if, boost_if
+from .settings import RerankerSettings
 from .types import Candidate, FallbackReason, RankedItem, RerankResult, StageTimings, Status
 
-__version__ = "0.1.0"
+try:  # the one version: the installed distribution's metadata (pyproject.toml)
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("rerank-plugins")
+except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "BiEncoderScorer", "CacheError", "Calibration", "Candidate", "CircuitBreaker",
     "CircuitOpenError", "ConfigurationError", "CrossEncoderScorer", "FallbackReason",
     "InvalidInputError", "MemoryCache", "Overloaded", "RankedItem", "RedisCache",
-    "RerankError", "RerankResult", "Reranker", "ScorerError", "ScorerTimeout",
+    "RerankError", "RerankResult", "Reranker", "RerankerSettings", "ScorerError", "ScorerTimeout",
     "StageTimings", "Status", "block_if", "boost_if",
 ]
 

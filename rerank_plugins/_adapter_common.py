@@ -1,5 +1,6 @@
-"""What both framework adapters share: their settings, how they build a Reranker,
-and how framework objects become candidates and results become metadata.
+"""What both framework adapters share: their settings (derived field by field from
+:class:`RerankerSettings`), how they build a Reranker, and how framework objects
+become candidates and results become metadata.
 
 Only the adapters import this module (it needs pydantic, which both frameworks
 bring); the framework-specific parts stay in ``llama_index.py`` and ``langchain.py``.
@@ -8,15 +9,17 @@ bring); the framework-specific parts stay in ``llama_index.py`` and ``langchain.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, create_model
 
+from . import settings as settings_module
 from .errors import ConfigurationError
 from .reranker import Reranker
-from .scoring import load_scorer
+from .settings import RerankerSettings
 from .types import Candidate, RankedItem, RerankResult
 
 #: Metadata keys every adapter writes on the results it returns.
@@ -30,69 +33,43 @@ RESULT_KEYS = (RELEVANCE_SCORE, RETRIEVAL_SCORE, RETRIEVAL_RANK, RERANK_STATUS,
 
 
 
-class RerankSettings(BaseModel):
-    """The settings both drop-ins accept besides ``top_n`` (a pydantic mixin).
+def _settings_fields() -> dict[str, Any]:
+    """One pydantic field per :class:`RerankerSettings` field: same name, type,
+    default and description. Values are checked once, by RerankerSettings itself
+    (``SkipValidation``), so both entry points give the same errors."""
+    hints = typing.get_type_hints(RerankerSettings)
+    fields: dict[str, Any] = {}
+    for spec in settings_module.specs():
+        # object-valued settings (a cache, a scorer, callables, the secret) are not
+        # serialized with the framework component
+        exclude = hints[spec.name] is Any or spec.name in settings_module.NOT_IN_CONFIG_FILE
+        fields[spec.name] = (SkipValidation[hints[spec.name]], Field(
+            default=settings_module.default_of(spec), description=spec.metadata["doc"],
+            exclude=exclude))
+    return fields
 
-    Every field but ``top_n`` configures the Reranker the adapter builds, so none may
-    be combined with ``reranker=`` (a ready, shared Reranker carries its own).
+
+#: The pydantic mixin both drop-ins inherit: every Reranker setting as a field.
+RerankSettingsFields = create_model(
+    "RerankSettingsFields",
+    __config__=ConfigDict(arbitrary_types_allowed=True, protected_namespaces=(),
+                          extra="forbid"),
+    __doc__="Every RerankerSettings field as a pydantic field (generated).",
+    **_settings_fields(),
+)
+
+
+class RerankSettings(RerankSettingsFields):
+    """The settings both drop-ins accept (a pydantic mixin): every
+    :class:`RerankerSettings` field, plus ``scorer`` (a ready Scorer) and ``config``
+    (a settings file). None may be combined with ``reranker=`` (a ready, shared
+    Reranker carries its own), except each drop-in's own ``top_n``.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=(),
-                              extra="forbid")
-
-    model: str | None = Field(
-        default=None,
-        description="Cross-encoder hub name or local folder; None uses the embedded "
-        "all-MiniLM-L6-v2 bi-encoder (offline).")
-    device: str | None = Field(
-        default=None, description="Torch device; None picks cuda > mps > cpu.")
-    dtype: str | None = Field(
-        default="auto", description="'auto' (bf16 where fast), 'float32', 'bfloat16', ...")
-    max_length: int | None = Field(
-        default=None, description="Tokens per (query, document) pair; None = model limit.")
-    trust_remote_code: bool = Field(
-        default=False, description="Allow custom model code when loading `model`.")
     scorer: Any = Field(
         default=None, exclude=True,
         description="A ready Scorer (e.g. one CrossEncoderScorer shared by several "
         "adapters); replaces `model`.")
-    timeout_ms: float | None = Field(
-        default=5000.0, description="Deadline for model scores; on expiry the retrieval "
-        "order is returned (status 'fallback', reason 'timeout').")
-    threshold: float | None = Field(
-        default=None, description="Minimum model score in [0, 1] to keep a result.")
-    min_keep: int = Field(
-        default=1, description="Results kept even below the threshold; 0 allows empty.")
-    relative_cutoff: float | None = Field(
-        default=None, description="Keep only results within this of the best score.")
-    fusion: str = Field(
-        default="auto", description="'none', 'linear' or 'rrf' fusion with the "
-        "retrieval score; 'auto' fuses (linear) for bi-encoders, not for cross-encoders.")
-    alpha: float = Field(default=0.5, description="Weight of the model score in fusion.")
-    normalization: str = Field(
-        default="minmax", description="'minmax' or 'rank' normalization for linear fusion.")
-    calibration: Any = Field(
-        default=None, description="A Calibration or the path of a calibration file.")
-    policies: tuple = Field(
-        default=(), exclude=True,
-        description="Business rules (block_if/boost_if) applied after scoring; they "
-        "read the framework metadata of each result.")
-    shadow: bool = Field(
-        default=False, description="Score and record, but return the retrieval order.")
-    cache: Any = Field(
-        default="memory", exclude=True,
-        description="'memory', None for no cache, or a PairCache such as RedisCache.")
-    secondary_scorer: Any = Field(
-        default=None, exclude=True,
-        description="A cheaper Scorer tried when the primary fails.")
-    event_log: Any = Field(
-        default=None, exclude=True,
-        description="An EventLog or a directory for the per-request JSONL events.")
-    max_candidates: int = Field(
-        default=1000, description="Requests with more candidates are refused.")
-    rerank_depth: int | None = Field(
-        default=None, description="Score only the first N candidates; the rest follow "
-        "in retrieval order.")
     config: str | None = Field(
         default=None, description="Settings file written by `rerank-ops eval --tune`; its "
         "values apply to every setting not given explicitly here.")
@@ -107,42 +84,41 @@ class RerankSettings(BaseModel):
                 raise ConfigurationError(
                     f"reranker must be a rerank_plugins.Reranker, got "
                     f"{type(reranker).__name__}")
-            conflicting = sorted(set(self.model_fields_set) & set(RerankSettings.model_fields))
+            own = set(settings_module.names()) - {"top_n"}
+            conflicting = sorted(self.model_fields_set & (own | {"scorer", "config"}))
             if conflicting:
                 raise ConfigurationError(
                     f"{', '.join(conflicting)} cannot be combined with reranker=: set them "
                     "on the Reranker you pass")
             self._reranker, self._shared = reranker, True
             return
-        scorer = self.scorer
-        if scorer is not None and self.model is not None:
-            raise ConfigurationError("pass either model= or scorer=, not both")
-        if scorer is None:
-            scorer = load_scorer(self.model, device=self.device, dtype=self.dtype,
-                                 max_length=self.max_length,
-                                 trust_remote_code=self.trust_remote_code)
-        options = dict(
-            secondary_scorer=self.secondary_scorer, cache=self.cache,
-            timeout_ms=self.timeout_ms, threshold=self.threshold, min_keep=self.min_keep,
-            relative_cutoff=self.relative_cutoff, fusion=self.fusion, alpha=self.alpha,
-            normalization=self.normalization, calibration=self.calibration,
-            policies=self.policies, shadow=self.shadow, event_log=self.event_log,
-            max_candidates=self.max_candidates, rerank_depth=self.rerank_depth)
+        values = {name: getattr(self, name) for name in settings_module.names()}
         if self.config is not None:
-            from .config import load_reranker_settings
+            from .config import load_settings_values
 
-            for key, value in load_reranker_settings(self.config).items():
-                if key == "top_n":
-                    if "top_n" not in self.model_fields_set:
+            for key, value in load_settings_values(self.config).items():
+                if key not in self.model_fields_set:
+                    values[key] = value
+                    if key == "top_n":
                         self.top_n = value
-                elif key not in self.model_fields_set:
-                    options[key] = value
-        self._reranker = Reranker(scorer, **options)
+        scorer, values = self._scorer_and_model(self.scorer, values)
+        self._reranker = Reranker(scorer, **values)
+
+    def _scorer_and_model(self, scorer, values: dict[str, Any]):
+        """Hook for a drop-in whose ``model`` may be an object (LangChain)."""
+        if scorer is not None and values.get("model") is not None:
+            raise ConfigurationError("pass either model= or scorer=, not both")
+        return scorer, values
 
     @property
     def reranker(self) -> Reranker:
         """The core Reranker behind this adapter (share it with ``reranker=``)."""
         return self._reranker
+
+    def describe(self) -> dict[str, Any]:
+        """What this drop-in reranks with: model, kind (cross-encoder / bi-encoder),
+        device, dtype, fusion, cache and the settings changed from the defaults."""
+        return self._reranker.describe()
 
     def _call_top_n(self, top_n: int | None) -> int | None:
         """``top_n`` for one call: a shared Reranker keeps its own unless set here."""

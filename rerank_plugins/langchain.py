@@ -11,6 +11,7 @@ One-line swap in a ``ContextualCompressionRetriever``::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,42 +24,41 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "rerank_plugins.langchain needs LangChain: pip install 'rerank-plugins[langchain]'"
     ) from exc
 
-from pydantic import Field
+from pydantic import Field, SkipValidation
 
 from ._adapter_common import (
     RerankSettings,
     kept_positions,
-    load_scorer,
     make_candidates,
     result_metadata,
 )
 from .errors import ConfigurationError
 from .reranker import Reranker
+from .scoring.base import ScoreOutput
+from .settings import upgrade_names
 from .types import Candidate, RerankResult
 
-__all__ = ["CrossEncoderRerank", "RerankCrossEncoder"]
+__all__ = ["CrossEncoderRerank", "LangChainCrossEncoderScorer", "RerankCrossEncoder"]
 
 
 class CrossEncoderRerank(BaseDocumentCompressor, RerankSettings):
-    """Reranks documents with a cross-encoder, guarded by a cache, a deadline, a
-    circuit breaker and a fallback to the retrieval order.
+    """Reranks documents, guarded by a cache, a deadline, a circuit breaker and a
+    fallback to the retrieval order.
 
+    **Which model**: ``model`` may be a LangChain ``BaseCrossEncoder`` instance (as
+    ``CrossEncoderReranker(model=HuggingFaceCrossEncoder(...))`` takes it: its
+    ``score(pairs)`` then runs behind our guards), a cross-encoder hub name or
+    folder, or ``None`` (the default): the embedded all-MiniLM-L6-v2 weights as a
+    *bi-encoder* (offline; fused with the retrieval score). The choice is logged
+    once at construction and shown by :meth:`describe`.
+
+    Takes every :class:`~rerank_plugins.RerankerSettings` field (``timeout_s``,
+    ``threshold``, ``min_keep``, ``cache``, ``fusion``, ``shadow``, ``event_log``, ...;
+    see the field descriptions), ``scorer=``, ``config=`` and ``reranker=``.
     Returns new ``Document`` objects (the inputs are untouched) whose metadata gains
     ``relevance_score``, ``retrieval_score``, ``retrieval_rank`` (0-based),
     ``rerank_status`` and ``rerank_fallback_reason``. The rerank shows in LangChain
     tracing as a child retriever run named after the class.
-
-    Args:
-        model: Cross-encoder hub name or folder; ``None`` uses the embedded
-            all-MiniLM-L6-v2 bi-encoder. Defaults to ``None``.
-        top_n: Documents returned (``None`` = all). Defaults to 3, as LangChain's
-            ``CrossEncoderReranker``.
-        score_key: Metadata key holding the first-stage score. Defaults to ``"score"``;
-            a missing or non-numeric value counts as no retrieval score.
-        reranker: A ready :class:`Reranker` to share; then only ``top_n`` and
-            ``score_key`` may be set here.
-        **settings: ``device``, ``timeout_ms``, ``threshold``, ``min_keep``, ``cache``,
-            ``fusion``, ``alpha``, ``shadow``, ``calibration``, ``event_log``, ...
 
     Example::
 
@@ -67,14 +67,26 @@ class CrossEncoderRerank(BaseDocumentCompressor, RerankSettings):
             base_compressor=compressor, base_retriever=store.as_retriever(k=20))
     """
 
+    model: SkipValidation[str | BaseCrossEncoder | None] = Field(
+        default=None, exclude=True,
+        description="A LangChain BaseCrossEncoder, a cross-encoder hub name or folder, or "
+        "None for the embedded all-MiniLM-L6-v2 bi-encoder (offline).")
     top_n: int | None = Field(default=3, description="Number of documents to return "
-                              "sorted by relevance (None = all).")
+                              "sorted by relevance (None = all), as CrossEncoderReranker.")
     score_key: str = Field(default="score", description="Metadata key of the "
                            "first-stage (retrieval) score.")
 
-    def __init__(self, *, reranker: Reranker | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
+        super().__init__(**upgrade_names(data))
         self._attach_reranker(reranker)
+
+    def _scorer_and_model(self, scorer, values):
+        model = values.get("model")
+        if isinstance(model, BaseCrossEncoder):
+            if scorer is not None:
+                raise ConfigurationError("pass either model= or scorer=, not both")
+            return LangChainCrossEncoderScorer(model), {**values, "model": None}
+        return super()._scorer_and_model(scorer, values)
 
     def compress_documents(
         self,
@@ -148,6 +160,42 @@ class CrossEncoderRerank(BaseDocumentCompressor, RerankSettings):
         ]
 
 
+class LangChainCrossEncoderScorer:
+    """A LangChain ``BaseCrossEncoder`` as a :class:`~rerank_plugins.scoring.Scorer`:
+    its ``score(pairs)`` runs on our inference engine, under the deadline, breaker and
+    cache (keyed by its class and model name).
+
+    Scores are used as relevance in [0, 1] (``HuggingFaceCrossEncoder`` returns the
+    model's sigmoid output; ``activation="sigmoid"`` for an encoder that returns raw
+    logits).
+    """
+
+    revision = "langchain"
+
+    def __init__(self, model: BaseCrossEncoder, *, activation: str = "identity") -> None:
+        if not isinstance(model, BaseCrossEncoder):
+            raise ConfigurationError(f"{type(model).__name__} is not a BaseCrossEncoder")
+        self.model = model
+        self.activation = activation
+        name = getattr(model, "model_name", None) or ""
+        kind = f"{type(model).__module__}.{type(model).__qualname__}"
+        self.model_id = f"{type(model).__name__}:{name}" if name else type(model).__name__
+        self.cache_namespace = f"langchain|{kind}|{name}|{activation}"
+
+    def describe(self) -> dict[str, str]:
+        return {"model": self.model_id, "revision": self.revision, "device": "n/a",
+                "dtype": "n/a", "kind": "cross-encoder"}
+
+    def score_many(self, requests):
+        outputs = []
+        for request in requests:
+            started = time.perf_counter()
+            scores = self.model.score([(request.query, text) for text in request.texts])
+            outputs.append(ScoreOutput([float(x) for x in scores], 0,
+                                       time.perf_counter() - started))
+        return outputs
+
+
 class RerankCrossEncoder(BaseCrossEncoder):
     """A ``BaseCrossEncoder`` backed by the guarded Reranker, for
     ``CrossEncoderReranker(model=...)``: swap only the model.
@@ -163,8 +211,8 @@ class RerankCrossEncoder(BaseCrossEncoder):
             ``HuggingFaceCrossEncoder`` names it.
         model_kwargs: ``{"device": ...}`` as ``HuggingFaceCrossEncoder`` takes it.
         reranker: A ready :class:`Reranker` to share (its cache, deadline and breaker).
-        **reranker_options: Passed to :class:`Reranker` (``timeout_ms``, ``cache``,
-            ``calibration``, ...).
+        **reranker_options: Any :class:`~rerank_plugins.RerankerSettings` field
+            (``timeout_s``, ``cache``, ``calibration``, ...).
 
     Example::
 
@@ -189,7 +237,7 @@ class RerankCrossEncoder(BaseCrossEncoder):
         if unknown:
             raise ConfigurationError(f"unsupported model_kwargs {unknown}; only 'device' "
                                      "and 'trust_remote_code' are understood")
-        self.reranker = Reranker(load_scorer(model, **options), **reranker_options)
+        self.reranker = Reranker(model=model, **options, **reranker_options)
 
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
         """Score (query, document) pairs; scores are in [0, 1], fallbacks negative."""

@@ -34,6 +34,7 @@ from ._adapter_common import (
     result_metadata,
 )
 from .reranker import Reranker
+from .settings import upgrade_names
 from .types import RerankResult
 
 __all__ = ["CrossEncoderRerank"]
@@ -42,41 +43,44 @@ dispatcher = get_dispatcher(__name__)
 
 
 class CrossEncoderRerank(BaseNodePostprocessor, RerankSettings):
-    """Reranks retrieved nodes with a cross-encoder, guarded by a cache, a deadline,
-    a circuit breaker and a fallback to the retrieval order.
+    """Reranks retrieved nodes, guarded by a cache, a deadline, a circuit breaker and
+    a fallback to the retrieval order.
 
-    Takes what ``SentenceTransformerRerank`` takes (``model``, ``top_n``, ``device``,
-    ``keep_retrieval_score``) plus the guard settings of :class:`Reranker`. Returned
-    nodes are copies: ``score`` is the relevance score (the retrieval score on
-    fallback) and the metadata gains ``relevance_score``, ``retrieval_score``,
-    ``retrieval_rank`` (0-based), ``rerank_status`` and ``rerank_fallback_reason``,
-    hidden from the LLM and embedding text.
+    **Which model**: with ``model=None`` (the default) it uses the embedded
+    all-MiniLM-L6-v2 weights as a *bi-encoder* (offline, no download; fused with
+    the retrieval score). Name a real cross-encoder (``model="cross-encoder/
+    ms-marco-MiniLM-L-6-v2"`` or a local folder) for cross-encoder reranking. The
+    choice is logged once at construction and shown by :meth:`describe`.
 
-    Args:
-        model: Cross-encoder hub name or folder; ``None`` uses the embedded
-            all-MiniLM-L6-v2 bi-encoder. Defaults to ``None``.
-        top_n: Nodes returned (``None`` = all). Defaults to 2, as LlamaIndex's own.
-        reranker: A ready :class:`Reranker` to share between postprocessors; then
-            only ``top_n`` and ``keep_retrieval_score`` may be set here.
-        **settings: ``device``, ``timeout_ms``, ``threshold``, ``min_keep``, ``cache``,
-            ``fusion``, ``alpha``, ``shadow``, ``calibration``, ``event_log``, ... (see
-            the field descriptions).
+    Accepts every argument of LlamaIndex's ``SentenceTransformerRerank`` with the
+    same meaning and default (``top_n=2``, ``device=None`` = automatic,
+    ``keep_retrieval_score=False``, ``trust_remote_code=True``) except ``model``'s
+    default, plus every :class:`~rerank_plugins.RerankerSettings` field (``timeout_s``,
+    ``threshold``, ``min_keep``, ``cache``, ``fusion``, ``shadow``, ``event_log``, ...;
+    see the field descriptions), ``scorer=``, ``config=`` and ``reranker=``.
+    Returned nodes are copies: ``score`` is the relevance score (the retrieval score
+    on fallback) and the metadata gains ``relevance_score``, ``retrieval_rank``
+    (0-based), ``rerank_status``, ``rerank_fallback_reason`` (and ``retrieval_score``
+    with ``keep_retrieval_score=True``), hidden from the LLM and embedding text.
 
     Example::
 
         rerank = CrossEncoderRerank(model="/models/ms-marco-MiniLM-L-6-v2", top_n=3,
-                                    threshold=0.2, timeout_ms=300)
+                                    threshold=0.2, timeout_s=0.3)
         engine = index.as_query_engine(node_postprocessors=[rerank])
     """
 
     top_n: int | None = Field(default=2, description="Number of nodes to return "
                               "sorted by relevance (None = all).")
     keep_retrieval_score: bool = Field(
-        default=True, description="Keep the retrieval score in metadata "
+        default=False, description="Also keep the retrieval score in metadata "
         "['retrieval_score'] (the other rerank keys are always written).")
+    trust_remote_code: bool = Field(
+        default=True, description="Allow custom model code when loading `model` (True, "
+        "as SentenceTransformerRerank).")
 
-    def __init__(self, *, reranker: Reranker | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
+        super().__init__(**upgrade_names(data))
         self._attach_reranker(reranker)
 
     @classmethod

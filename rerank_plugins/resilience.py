@@ -35,10 +35,6 @@ class Deadline:
             return None
         return max(0.0, self.expires_at - self._clock())
 
-    def expired(self) -> bool:
-        remaining = self.remaining()
-        return remaining is not None and remaining <= 0.0
-
 
 @dataclass
 class _Permit:
@@ -109,23 +105,14 @@ class CircuitBreaker:
         self._outcomes: collections.deque[bool] = collections.deque(maxlen=window)
         self._probes: list[_Permit] = []
         self._generation = 0
-        self.transitions: list[tuple[str, str]] = []
-        self._listeners: list[Callable[[str, str], None]] = []
-
-    def add_listener(self, listener: Callable[[str, str], None]) -> None:
-        """Call ``listener(old, new)`` on every state change."""
-        self._listeners.append(listener)
+        #: the latest state changes (old, new), for doctor and tests; bounded
+        self.transitions: collections.deque[tuple[str, str]] = collections.deque(maxlen=32)
 
     def _set(self, new: str) -> None:
         old, self._state = self._state, new
         if old != new:
             self._generation += 1
             self.transitions.append((old, new))
-            for listener in self._listeners:
-                try:
-                    listener(old, new)
-                except Exception:  # noqa: BLE001 - a listener must not break the breaker
-                    pass
 
     def _refresh(self, now: float) -> None:
         if self._state == OPEN and now - self._opened_at >= self.reset_timeout_s:
@@ -220,7 +207,6 @@ class CircuitBreaker:
 class _Job:
     requests: Sequence
     future: Future
-    enqueued_at: float
 
 
 class InferenceEngine:
@@ -305,7 +291,7 @@ class InferenceEngine:
                 self._spawn()
             elif self._idle == 0 and self._workers == 0:
                 self._spawn()
-            self._queue.append(_Job(requests, future, now))
+            self._queue.append(_Job(requests, future))
             self._cond.notify()
         return future
 

@@ -1,5 +1,9 @@
-"""From raw scores to the final list: activation, calibration, fusion, policies,
-threshold, relative cutoff, ``top_n`` and ``min_keep``.
+"""From raw scores to the final list -- the one step that decides order.
+
+:func:`normalize` maps raw model outputs to scores in [0, 1] (activation or
+calibration); :func:`select` then applies fusion, policies, threshold, relative
+cutoff, ``min_keep``, the unscored ``rerank_depth`` tail, shadow mode and the one
+``top_n`` cut, in that order. Nothing else on the request path reorders or cuts.
 
 Everything here is pure and deterministic: ties are broken by the model score,
 then by retrieval rank, so equal inputs always give equal outputs.
@@ -10,14 +14,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigurationError, InvalidInputError
+from .errors import ConfigurationError
+from .settings import RerankerSettings, validate_top_n
 from .types import Candidate, RankedItem
 
-FUSION_MODES = ("none", "linear", "rrf")
-NORMALIZATIONS = ("minmax", "rank")
+#: Deprecated name of :class:`RerankerSettings` (selection reads its fields).
+SelectionSettings = RerankerSettings
 RRF_K = 60
 
 
@@ -144,49 +149,6 @@ def boost_if(predicate: Callable[[Mapping], bool], amount: float) -> Policy:
     return policy
 
 
-@dataclass(frozen=True)
-class SelectionSettings:
-    """How scored candidates become the returned list."""
-
-    top_n: int | None = None
-    threshold: float | None = None
-    min_keep: int = 1
-    relative_cutoff: float | None = None
-    fusion: str = "none"
-    alpha: float = 0.5
-    normalization: str = "minmax"
-    policies: tuple[Policy, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        validate_top_n(self.top_n)
-        if self.threshold is not None and not (
-            isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool)
-            and 0.0 <= self.threshold <= 1.0
-        ):
-            raise ConfigurationError(
-                f"threshold={self.threshold!r} must be in [0, 1] (scores are probabilities "
-                "after activation/calibration) or None")
-        if not isinstance(self.min_keep, int) or self.min_keep < 0:
-            raise ConfigurationError("min_keep must be an int >= 0 (0 allows empty results)")
-        if self.relative_cutoff is not None and not 0.0 <= self.relative_cutoff <= 1.0:
-            raise ConfigurationError("relative_cutoff must be in [0, 1] or None")
-        if self.fusion not in FUSION_MODES:
-            raise ConfigurationError(f"fusion must be one of {FUSION_MODES}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigurationError("alpha (weight of the model score) must be in [0, 1]")
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigurationError(f"normalization must be one of {NORMALIZATIONS}")
-
-
-def validate_top_n(top_n) -> None:
-    if top_n is None:
-        return
-    if isinstance(top_n, bool) or not isinstance(top_n, int):
-        raise InvalidInputError(f"top_n must be an int or None, got {type(top_n).__name__}")
-    if top_n <= 0:
-        raise InvalidInputError(f"top_n={top_n} must be >= 1 (or None for all candidates)")
-
-
 def _minmax(values: Sequence[float]) -> list[float]:
     lo, hi = min(values), max(values)
     if hi - lo <= 0:
@@ -229,6 +191,9 @@ def _retrieval_values(candidates: Sequence[Candidate]) -> list[float]:
 def fuse(model_scores: Sequence[float], candidates: Sequence[Candidate],
          settings: SelectionSettings) -> list[float]:
     """Combine model and retrieval scores per request into one score in [0, 1]."""
+    if settings.fusion == "auto":
+        raise ConfigurationError("fusion='auto' must be resolved for a scorer first "
+                                 "(see rerank_plugins.reranker.resolve_fusion)")
     if settings.fusion == "none" or not candidates:
         return list(model_scores)
     retrieval = _retrieval_values(candidates)
@@ -252,45 +217,124 @@ def fuse(model_scores: Sequence[float], candidates: Sequence[Candidate],
             for m, r in zip(m_norm, r_norm, strict=True)]
 
 
-def select(
-    candidates: Sequence[Candidate],
-    raw_scores: Sequence[float],
-    model_scores: Sequence[float],
-    settings: SelectionSettings,
-    *,
-    top_n: int | None = None,
-) -> tuple[list[RankedItem], list[RankedItem], int]:
-    """Order and cut. Returns (kept, dropped, kept_after_threshold_count)."""
+
+
+def normalize(raw_scores: Sequence[float], activation: str,
+              calibration: Calibration | None = None) -> list[float]:
+    """Raw model outputs -> model scores in [0, 1] (what the threshold compares)."""
+    if calibration is not None:
+        return [calibration.apply(r) for r in raw_scores]
+    return [activate(r, activation) for r in raw_scores]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the selection step decided: the kept items in final order, everything
+    else (cut, below threshold, blocked, unscored past a threshold) in ``dropped``,
+    and how many scored candidates passed the threshold and relative cutoff."""
+
+    kept: list[RankedItem]
+    dropped: list[RankedItem]
+    passed_threshold: int
+
+    def __iter__(self):  # ``kept, dropped, passed = select(...)``
+        return iter((self.kept, self.dropped, self.passed_threshold))
+
+
+def _apply_policies(policies, candidate: Candidate, score: float) -> float | None:
+    for policy in policies:
+        score = policy(candidate, score)
+        if score is None:
+            return None
+    return score
+
+
+def _score_order(candidates, raw_scores, model_scores, settings):
+    """Scored candidates by relevance (ties: model score, then retrieval rank), and
+    the policy-blocked ones."""
     fused = fuse(model_scores, candidates, settings)
-    items: list[tuple[float, float, int, RankedItem]] = []
+    ranked: list[tuple[float, float, int, RankedItem]] = []
     blocked: list[RankedItem] = []
     for index, candidate in enumerate(candidates):
-        score = fused[index]
-        for policy in settings.policies:
-            score = policy(candidate, score)
-            if score is None:
-                break
+        score = _apply_policies(settings.policies, candidate, fused[index])
         item = RankedItem(candidate, None if score is None else float(score),
                           float(model_scores[index]), float(raw_scores[index]), index)
         if score is None:
             blocked.append(item)
         else:
-            items.append((-item.relevance_score, -item.model_score, index, item))
-    items.sort(key=lambda t: t[:3])
-    ordered = [t[3] for t in items]
+            ranked.append((-item.relevance_score, -item.model_score, index, item))
+    ranked.sort(key=lambda entry: entry[:3])
+    return [entry[3] for entry in ranked], blocked
 
+
+def _passing(ordered: list[RankedItem], settings) -> tuple[list[RankedItem], int]:
     passing = ordered
     if settings.threshold is not None:
         passing = [i for i in passing if i.model_score >= settings.threshold]
     if settings.relative_cutoff is not None and passing:
         best = passing[0].relevance_score
         passing = [i for i in passing if i.relevance_score >= best - settings.relative_cutoff]
-    kept_after_threshold = len(passing)
+    count = len(passing)
     if len(passing) < settings.min_keep:
         # never empty unless the caller allows it: keep the best few regardless
         passing = ordered[: settings.min_keep]
+    return passing, count
+
+
+def _unscored(candidates: Sequence[Candidate], policies, offset: int = 0):
+    """Candidates without a model score, in retrieval order, and the blocked ones.
+
+    Policies still run (with a neutral 0.5 for the missing score): a model outage or
+    a ``rerank_depth`` tail must not lift a business block."""
+    allowed, blocked = [], []
+    for index, candidate in enumerate(candidates):
+        item = RankedItem(candidate, None, None, None, offset + index)
+        (blocked if _apply_policies(policies, candidate, 0.5) is None else allowed).append(item)
+    return allowed, blocked
+
+
+def select(
+    candidates: Sequence[Candidate],
+    raw_scores: Sequence[float] | None,
+    model_scores: Sequence[float] | None,
+    settings: RerankerSettings,
+    *,
+    top_n: int | None = None,
+    tail: Sequence[Candidate] = (),
+    shadow: bool = False,
+) -> Selection:
+    """Order and cut, in one place.
+
+    Args:
+        candidates: The scored head, in retrieval order.
+        raw_scores: Raw model output per candidate, or ``None`` when no model served
+            (retrieval-order fallback).
+        model_scores: Normalized scores in [0, 1] (see :func:`normalize`), or ``None``.
+        settings: Fusion, policies, threshold, relative cutoff, ``min_keep``, ``top_n``.
+        top_n: This call's ``top_n``; ``None`` uses ``settings.top_n``.
+        tail: Unscored candidates past ``rerank_depth`` (retrieval ranks continue after
+            ``candidates``). They follow the scored ones, or are dropped when a
+            threshold is set (they were never scored against it).
+        shadow: Return the retrieval order of everything not blocked (scores kept on
+            the items for the record).
+    """
+    validate_top_n(top_n)
     limit = top_n if top_n is not None else settings.top_n
-    kept = passing[:limit] if limit is not None else passing
-    kept_ids = {id(i) for i in kept}
-    dropped = [i for i in ordered if id(i) not in kept_ids] + blocked
-    return kept, dropped, kept_after_threshold
+    tail_items, tail_blocked = _unscored(tail, settings.policies, offset=len(candidates))
+    if raw_scores is None:
+        head, blocked = _unscored(candidates, settings.policies)
+        ordered, rest, passed = head + tail_items, [], 0
+    else:
+        ordered, blocked = _score_order(candidates, raw_scores, model_scores, settings)
+        passing, passed = _passing(ordered, settings)
+        passing_ids = {id(i) for i in passing}
+        rest = [i for i in ordered if id(i) not in passing_ids]
+        if shadow:
+            ordered, rest = sorted(ordered + tail_items, key=lambda i: i.retrieval_rank), []
+        elif settings.threshold is None:
+            ordered = passing + tail_items
+        else:
+            ordered, rest = passing, rest + tail_items
+    kept = ordered if limit is None else ordered[:limit]
+    cut = [] if limit is None else ordered[limit:]
+    return Selection(kept, cut + rest + blocked + tail_blocked, passed)

@@ -104,15 +104,6 @@ class StageTimings:
     select: float = 0.0
     total: float = 0.0
 
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "validate": self.validate,
-            "cache": self.cache,
-            "score": self.score,
-            "select": self.select,
-            "total": self.total,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class RerankResult:

@@ -52,6 +52,9 @@ class LlamaIndexDriver:
         # the contract pins the model's own order; fusion has tests of its own
         if "reranker" not in settings:
             settings.setdefault("fusion", "none")
+        # the contract reads every result key; LlamaIndex's default leaves the
+        # retrieval score out (keep_retrieval_score=False, as SentenceTransformerRerank)
+        settings.setdefault("keep_retrieval_score", True)
         return CrossEncoderRerank(**settings)
 
     def inputs(self, items: Sequence[tuple[str, float | None]], *, same_id: bool = False):
@@ -154,7 +157,7 @@ class SlowScorer(FailingScorer):
 def expected_order(scorer, items, **settings) -> list[str]:
     """The core Reranker's answer for the same texts (what an adapter must return)."""
     settings.setdefault("fusion", "none")  # as the drivers' make()
-    reranker = Reranker(scorer, cache=None, timeout_ms=None, **settings)
+    reranker = Reranker(scorer, cache=None, timeout_s=None, **settings)
     result = reranker.rerank(QUERY, [{"text": t, "retrieval_score": s} for t, s in items])
     reranker.close()
     return [item.text for item in result]
@@ -220,7 +223,7 @@ def test_injected_scorer_failure_falls_back_to_retrieval_order(driver, bi_scorer
 
 
 async def test_deadline_falls_back_async(driver, bi_scorer):
-    adapter = driver.make(scorer=SlowScorer(bi_scorer), top_n=2, timeout_ms=50)
+    adapter = driver.make(scorer=SlowScorer(bi_scorer), top_n=2, timeout_s=0.05)
     started = time.perf_counter()
     out = await driver.arun(adapter, QUERY, driver.inputs(CORPUS))
     assert time.perf_counter() - started < 1.5, "the caller must not wait for the model"
@@ -319,9 +322,9 @@ def assert_same_ranking(got: list[Out], want: list[Out]) -> None:
 
 def test_sixteen_threads_get_their_own_results(driver, bi_scorer):
     queries = distinct_queries(16)
-    sequential = driver.make(scorer=bi_scorer, top_n=None, cache=None, timeout_ms=None)
+    sequential = driver.make(scorer=bi_scorer, top_n=None, cache=None, timeout_s=None)
     want = {q: driver.run(sequential, q, driver.inputs(CORPUS)) for q in queries}
-    adapter = driver.make(scorer=bi_scorer, top_n=None, cache=None, timeout_ms=None)
+    adapter = driver.make(scorer=bi_scorer, top_n=None, cache=None, timeout_s=None)
     with ThreadPoolExecutor(16) as pool:
         got = dict(zip(queries, pool.map(
             lambda q: driver.run(adapter, q, driver.inputs(CORPUS)), queries), strict=True))
@@ -333,9 +336,9 @@ def test_sixteen_threads_get_their_own_results(driver, bi_scorer):
 
 async def test_sixty_four_tasks_get_their_own_results(driver, bi_scorer):
     queries = distinct_queries(64)
-    sequential = driver.make(scorer=bi_scorer, top_n=None, cache=None, timeout_ms=None)
+    sequential = driver.make(scorer=bi_scorer, top_n=None, cache=None, timeout_s=None)
     want = {q: driver.run(sequential, q, driver.inputs(CORPUS)) for q in queries}
-    adapter = driver.make(scorer=bi_scorer, top_n=None, cache=None, timeout_ms=None)
+    adapter = driver.make(scorer=bi_scorer, top_n=None, cache=None, timeout_s=None)
     results = await asyncio.gather(
         *(driver.arun(adapter, q, driver.inputs(CORPUS)) for q in queries))
     for q, got in zip(queries, results, strict=True):

@@ -71,6 +71,7 @@ def _serve(scorer, collection_path: Path, out: Path, *, queries: int, passes: in
             list(pool.map(ask, traffic))
     finally:
         reranker.close()
+        reranker.event_log.close()  # ours, not the reranker's: we close it
     return len(traffic)
 
 

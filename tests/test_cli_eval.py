@@ -15,7 +15,7 @@ from conftest import ROOT, require_collection
 from rerank_ops.cli import main
 
 from rerank_plugins import Reranker
-from rerank_plugins.config import load_reranker_settings
+from rerank_plugins.config import load_settings
 from rerank_plugins.errors import ConfigurationError
 
 RERANK_OPS = [sys.executable, "-m", "rerank_ops"]
@@ -62,12 +62,13 @@ def test_tuned_config_round_trips_into_the_reranker(cranfield_eval):
     data = json.loads((out / "tuned.json").read_text())
     held = data["provenance"]["held_out"]
     assert set(held) == {"bm25", "default", "tuned"}
-    kwargs = load_reranker_settings(out / "tuned.json")
-    assert kwargs["fusion"] == data["reranker"]["fusion"]
+    assert set(data["reranker"]) == {"fusion", "alpha", "normalization", "rerank_depth",
+                                     "threshold"}  # what --tune chose, nothing else
+    assert load_settings(out / "tuned.json").fusion == data["reranker"]["fusion"]
     reranker = Reranker.from_config(out / "tuned.json", cache=None)
     assert reranker.settings.fusion == data["reranker"]["fusion"]
     assert reranker.settings.alpha == data["reranker"]["alpha"]
-    assert reranker.rerank_depth == data["reranker"]["candidate_depth"]
+    assert reranker.settings.rerank_depth == data["reranker"]["rerank_depth"]
     result = reranker.rerank("wing lift", ["a wing makes lift", "a cat sleeps"])
     assert len(result) == 2
     reranker.close()
@@ -77,10 +78,10 @@ def test_config_file_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema_version": 99, "reranker": {}}))
     with pytest.raises(ConfigurationError, match="schema_version"):
-        load_reranker_settings(bad)
+        load_settings(bad)
     bad.write_text(json.dumps({"schema_version": 1, "reranker": {"colour": "red"}}))
     with pytest.raises(ConfigurationError, match="unknown settings"):
-        load_reranker_settings(bad)
+        load_settings(bad)
 
 
 def test_tuning_on_an_evaluation_only_collection_is_refused(tmp_path):
@@ -119,7 +120,7 @@ def test_tuned_config_round_trips_into_both_adapters(cranfield_eval, bi_scorer):
         settings = adapter.reranker.settings
         assert (settings.fusion, settings.alpha, settings.normalization) == (
             data["fusion"], data["alpha"], data["normalization"])
-        assert adapter.reranker.rerank_depth == data["candidate_depth"]
+        assert adapter.reranker.settings.rerank_depth == data["rerank_depth"]
         # an explicit setting wins over the file
         explicit = adapter_cls(config=str(out / "tuned.json"), scorer=bi_scorer, cache=None,
                                fusion="none")

@@ -36,7 +36,7 @@ def demo_run(tmp_path_factory):
     env.pop("RERANK_PLUGINS_SECRET", None)
     proc = subprocess.run(
         [sys.executable, "-m", "rerank_ops", "demo", "--out", str(out),
-         "--timeout-ms", "60000"],  # a busy CI box must not turn this into a fallback run
+         "--timeout-s", "60"],  # a busy CI box must not turn this into a fallback run
         capture_output=True, text=True, env=env, cwd=out.parent, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, out
@@ -111,7 +111,7 @@ def test_demo_reads_any_beir_folder(tmp_path, with_run):
     write_beir(tmp_path / "mini", with_run)
     result = CliRunner().invoke(main, [
         "demo", "--collection", str(tmp_path / "mini"), "--out", str(tmp_path / "out"),
-        "--max-queries", "2", "--top-k", "10", "--timeout-ms", "60000"])
+        "--max-queries", "2", "--top-k", "10", "--timeout-s", "60"])
     assert result.exit_code == 0, result.output
     assert "collection: mini  queries: 2" in result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

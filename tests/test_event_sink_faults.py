@@ -216,3 +216,4 @@ def test_reranker_requests_succeed_whatever_the_sink_does(tmp_path, fault):
     assert log.written == stored
     assert log.dropped == 300 - stored
     reranker.close()
+    log.close()

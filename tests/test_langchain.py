@@ -63,7 +63,7 @@ class RunRecorder(BaseCallbackHandler):
 
 def expected_texts(scorer, store, top_n: int) -> list[str]:
     retrieved = store.similarity_search(QUESTION, k=K)
-    reranker = Reranker(scorer, cache=None, timeout_ms=None, top_n=top_n)
+    reranker = Reranker(scorer, cache=None, timeout_s=None, top_n=top_n)
     result = reranker.rerank(QUESTION, [d.page_content for d in retrieved])
     reranker.close()
     assert [item.retrieval_rank for item in result] != list(range(top_n)), \

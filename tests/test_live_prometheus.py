@@ -115,7 +115,7 @@ class ExampleApp:
              "--drift-port", "0", "--textfile-dir", str(self.textfile_dir),
              "--port-file", str(ports_file), "--faults-file", str(self.faults_file),
              "--redis-url", redis_url, "--event-log-dir", str(workdir / "events"),
-             "--rps", "3", "--timeout-ms", "15000", "--breaker-reset-s", "3"],
+             "--rps", "3", "--timeout-s", "15", "--breaker-reset-s", "3"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
         def started() -> bool:

@@ -61,7 +61,7 @@ def rerank_events(recorder: Recorder) -> list[str]:
 def expected_texts(scorer, index, top_n: int) -> list[str]:
     """What the core Reranker makes of the nodes the retriever returns."""
     retrieved = index.as_retriever(similarity_top_k=6).retrieve(QUESTION)
-    reranker = Reranker(scorer, cache=None, timeout_ms=None, top_n=top_n)
+    reranker = Reranker(scorer, cache=None, timeout_s=None, top_n=top_n)
     texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in retrieved]
     result = reranker.rerank(QUESTION, texts)
     reranker.close()
@@ -162,10 +162,13 @@ def test_fallback_keeps_the_retrieval_score_as_node_score(bi_scorer):
 
 
 def test_settings_serialize_without_runtime_objects(bi_scorer):
-    rerank = CrossEncoderRerank(scorer=bi_scorer, top_n=4, threshold=0.2, timeout_ms=300)
+    rerank = CrossEncoderRerank(scorer=bi_scorer, top_n=4, threshold=0.2, timeout_s=0.3,
+                                secret="operator-secret")
     data = rerank.to_dict()
     assert data["class_name"] == CrossEncoderRerank.class_name()
-    assert data["top_n"] == 4 and data["threshold"] == 0.2 and data["timeout_ms"] == 300
-    for runtime_only in ("scorer", "cache", "policies", "event_log", "callback_manager"):
+    assert data["top_n"] == 4 and data["threshold"] == 0.2 and data["timeout_s"] == 0.3
+    for runtime_only in ("scorer", "cache", "policies", "event_log", "callback_manager",
+                         "secret", "breaker", "secondary_scorer"):
         assert runtime_only not in data
-    assert CrossEncoderRerank.model_fields["timeout_ms"].description
+    assert "operator-secret" not in str(data)
+    assert CrossEncoderRerank.model_fields["timeout_s"].description

@@ -114,8 +114,9 @@ def test_endpoint_serves_every_library_metric_after_traffic(bi_scorer, tmp_path)
         fallback = failing.rerank("how do wings lift", DOCS)
         assert served.event_log.flush()
     finally:
-        served.close()
-        failing.close()
+        for reranker in (served, failing):
+            reranker.close()
+            reranker.event_log.close()
     assert (first.status, again.status, fallback.status) == (
         Status.OK, Status.CACHE, Status.FALLBACK)
     assert first.truncated == 1

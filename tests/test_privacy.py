@@ -93,6 +93,7 @@ def outputs(bi_scorer, redis_db, tmp_path, monkeypatch, caplog, span_exporter):
         finally:
             cache.flush()
             reranker.close()
+            reranker.event_log.close()
     port = start_metrics_server(port=0)
     try:
         exposition = scrape(port)
@@ -142,6 +143,7 @@ def test_opting_in_puts_the_query_in_the_log(bi_scorer, redis_db, tmp_path, monk
     finally:
         cache.flush()
         reranker.close()
+        reranker.event_log.close()
     texts = log_texts(tmp_path / "opt-in")
     # one file, holding the query (documents stay out even with the opt-in)
     assert [leaks(t) for t in texts.values()] == [[QUERY, "zanzibar quokka", "Ingrid Vasquez"]]

@@ -8,6 +8,7 @@ engine, selection) with :class:`OverlapScorer`; a smaller run uses the real mode
 
 from __future__ import annotations
 
+import contextlib
 import math
 import string
 
@@ -18,7 +19,8 @@ from hypothesis import strategies as st
 from rerank_plugins import Candidate, Reranker, Status, block_if, boost_if
 from rerank_plugins.privacy import safe_text
 from rerank_plugins.scoring.base import ScoreOutput, ScoreRequest
-from rerank_plugins.selection import SelectionSettings, activate, sigmoid
+from rerank_plugins.selection import activate, sigmoid
+from rerank_plugins.settings import RerankerSettings
 
 VOCAB = ["wing", "lift", "air", "cat", "dog", "bread", "tax", "the", "of", "plane", "rise"]
 
@@ -71,7 +73,7 @@ def candidate_lists(draw, max_size: int = 12) -> list[Candidate]:
 
 
 selection_settings = st.builds(
-    SelectionSettings,
+    RerankerSettings,
     top_n=st.one_of(st.none(), st.integers(1, 6)),
     threshold=st.one_of(st.none(), st.floats(0.0, 1.0)),
     min_keep=st.integers(0, 3),
@@ -89,7 +91,7 @@ selection_settings = st.builds(
 
 
 # -- the properties -------------------------------------------------------------------------
-def check_result(result, query: str, cands: list[Candidate], config: SelectionSettings,
+def check_result(result, query: str, cands: list[Candidate], config: RerankerSettings,
                  top_n: int | None, shadow: bool, scores_of=None) -> None:
     items, dropped = list(result.items), list(result.dropped)
     returned = [item.id for item in items + dropped]
@@ -137,7 +139,7 @@ def check_result(result, query: str, cands: list[Candidate], config: SelectionSe
                        for i in items)
 
 
-def _blocks(config: SelectionSettings) -> bool:
+def _blocks(config: RerankerSettings) -> bool:
     probe = Candidate("probe", "", metadata={"block": True})
     score = 0.5
     for policy in config.policies:
@@ -147,26 +149,29 @@ def _blocks(config: SelectionSettings) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
-def overlap_reranker():
-    reranker = Reranker(OverlapScorer(), timeout_ms=60_000, cache="memory")
-    yield reranker
-    reranker.close()
+OVERLAP = OverlapScorer()
+
+
+@contextlib.contextmanager
+def overlap_reranker(config: RerankerSettings, shadow: bool = False):
+    """A Reranker with the example's settings (they are immutable, as in an app)."""
+    reranker = Reranker(OVERLAP, settings=config.replace(shadow=shadow, timeout_s=60.0))
+    try:
+        yield reranker
+    finally:
+        reranker.close()
 
 
 @settings(max_examples=1500, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(query=queries, cands=candidate_lists(), config=selection_settings,
        top_n=st.one_of(st.none(), st.integers(1, 15)), shadow=st.booleans())
-def test_any_input_gives_an_ordered_partition_of_the_candidates(overlap_reranker, query, cands,
-                                                                 config, top_n, shadow):
-    # one reranker for every example (threads and cache reused); the example's
-    # selection settings are swapped in, which is what the constructor would build
-    overlap_reranker.settings = config
-    overlap_reranker.shadow = shadow
-    result = overlap_reranker.rerank(query, cands, top_n=top_n)
+def test_any_input_gives_an_ordered_partition_of_the_candidates(query, cands, config, top_n,
+                                                                 shadow):
+    with overlap_reranker(config, shadow) as reranker:
+        result = reranker.rerank(query, cands, top_n=top_n)
+        again = reranker.rerank(query, cands, top_n=top_n)  # from the cache now
     check_result(result, query, cands, config, top_n, shadow)
-    again = overlap_reranker.rerank(query, cands, top_n=top_n)  # from the cache now
     assert again.ids == result.ids
     assert [d.id for d in again.dropped] == [d.id for d in result.dropped]
     if cands:
@@ -176,30 +181,24 @@ def test_any_input_gives_an_ordered_partition_of_the_candidates(overlap_reranker
 @settings(max_examples=500, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(query=queries, cands=candidate_lists(max_size=20), config=selection_settings)
-async def test_async_path_has_the_same_properties(overlap_reranker, query, cands, config):
-    overlap_reranker.settings = config
-    overlap_reranker.shadow = False
-    result = await overlap_reranker.arerank(query, cands)
+async def test_async_path_has_the_same_properties(query, cands, config):
+    with overlap_reranker(config) as reranker:
+        result = await reranker.arerank(query, cands)
+        assert result.ids == reranker.rerank(query, cands).ids
     check_result(result, query, cands, config, None, False)
-    assert result.ids == overlap_reranker.rerank(query, cands).ids
 
 
 # -- the same properties on the real embedded model -----------------------------------------
-@pytest.fixture(scope="module")
-def model_reranker(bi_scorer):
-    reranker = Reranker(bi_scorer, timeout_ms=120_000, cache=None)
-    yield reranker
-    reranker.close()
-
-
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(query=queries, cands=candidate_lists(max_size=6),
        config=selection_settings.filter(lambda s: s.fusion == "none"))
-def test_real_model_output_is_an_ordered_partition(model_reranker, bi_scorer, query, cands,
-                                                   config):
-    model_reranker.settings = config
-    result = model_reranker.rerank(query, cands)
+def test_real_model_output_is_an_ordered_partition(bi_scorer, query, cands, config):
+    reranker = Reranker(bi_scorer, settings=config.replace(timeout_s=120.0, cache=None))
+    try:
+        result = reranker.rerank(query, cands)
+    finally:
+        reranker.close()
     expected: dict[str, float] = {}
     if cands:
         [out] = bi_scorer.score_many([ScoreRequest(safe_text(query),
@@ -209,10 +208,9 @@ def test_real_model_output_is_an_ordered_partition(model_reranker, bi_scorer, qu
                  scores_of=lambda _q, text: expected[text])
 
 
-def test_cheap_scorer_really_ranks_by_overlap(overlap_reranker):
+def test_cheap_scorer_really_ranks_by_overlap():
     """Guards the stand-in: if it stopped discriminating, the properties would be vacuous."""
-    overlap_reranker.settings = SelectionSettings()
-    overlap_reranker.shadow = False
-    result = overlap_reranker.rerank("wing lift", ["cat dog", "wing lift air", "lift"])
+    with overlap_reranker(RerankerSettings(fusion="none")) as reranker:
+        result = reranker.rerank("wing lift", ["cat dog", "wing lift air", "lift"])
     assert result.ids == ["1", "2", "0"]
     assert result[0].model_score == pytest.approx(sigmoid(2 - 0.25 * 13 / 40))

@@ -55,9 +55,10 @@ def scorer(bi_scorer):
 @pytest.fixture
 def reranker(scorer, tmp_path):
     log = EventLog(tmp_path / "events")
-    reranker = Reranker(scorer, fusion="none", timeout_ms=60_000, event_log=log)
+    reranker = Reranker(scorer, fusion="none", timeout_s=60.0, event_log=log)
     yield reranker
     reranker.close()
+    log.close()
 
 
 def assert_no_work_done(reranker, scorer) -> None:
@@ -160,11 +161,12 @@ def test_too_many_candidates_is_an_invalid_input_error(scorer):
     ({"relative_cutoff": 1.5}, r"relative_cutoff must be in \[0, 1\]"),
     ({"relative_cutoff": math.nan}, r"relative_cutoff must be in \[0, 1\]"),
     ({"top_n": 0}, "top_n=0 must be >= 1"),
-    ({"timeout_ms": 0}, "timeout_ms must be > 0"),
+    ({"timeout_s": 0}, "timeout_s must be a number of seconds > 0"),
+    ({"timeout_ms": 0}, "timeout_s must be a number of seconds > 0"),  # deprecated name
     ({"fusion": "max"}, "fusion must be one of"),
     ({"alpha": 2}, r"alpha \(weight of the model score\) must be in \[0, 1\]"),
     ({"max_candidates": 0}, "max_candidates must be an int >= 1"),
-    ({"cache": "disk"}, "cache must be 'memory', None, or a PairCache"),
+    ({"cache": "disk"}, "cache must be 'memory', a redis:// URL, None, or a PairCache"),
 ])
 def test_bad_settings_are_refused_when_the_reranker_is_built(bi_scorer, options, message):
     with pytest.raises(ValueError, match=message):
@@ -244,12 +246,13 @@ def test_one_megabyte_query_is_answered(reranker):
 def test_lone_surrogates_are_replaced_for_the_model_and_kept_for_the_caller(
         scorer, tmp_path, query, texts):
     log = EventLog(tmp_path / "events", include_text=True)
-    reranker = Reranker(scorer, fusion="none", timeout_ms=60_000, event_log=log)
+    reranker = Reranker(scorer, fusion="none", timeout_s=60.0, event_log=log)
     try:
         result = reranker.rerank(query, texts)
         again = reranker.rerank(query, texts)
     finally:
         reranker.close()
+        log.close()
     assert result.status is Status.OK
     assert again.status is Status.CACHE  # fingerprints of such text are stable
     assert sorted(result.ids) == ["0", "1"]

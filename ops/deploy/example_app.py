@@ -204,7 +204,7 @@ def make_reranker(args: argparse.Namespace, faults: FaultSwitch):
     from rerank_plugins.telemetry.sinks import EventLog
 
     scorer = FaultInjectingScorer(BiEncoderScorer(dtype="float32"), faults,
-                                  args.timeout_ms / 1000.0)
+                                  args.timeout_s)
     cache = "memory"
     if args.redis_url:
         from rerank_plugins.cache.redis import RedisCache
@@ -215,7 +215,7 @@ def make_reranker(args: argparse.Namespace, faults: FaultSwitch):
         Path(args.event_log_dir).mkdir(parents=True, exist_ok=True)
         event_log = EventLog(args.event_log_dir)
     return Reranker(
-        scorer, cache=cache, timeout_ms=args.timeout_ms, top_n=8, threshold=0.55,
+        scorer, cache=cache, timeout_s=args.timeout_s, top_n=8, threshold=0.55,
         min_keep=1, event_log=event_log, secret="example-app-secret",
         breaker=CircuitBreaker("scorer", reset_timeout_s=args.breaker_reset_s))
 
@@ -256,12 +256,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--event-log-dir", type=Path, default=None)
     parser.add_argument("--rps", type=float, default=2.0, help="requests/s per worker")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--timeout-ms", type=float, default=5000.0)
+    parser.add_argument("--timeout-s", type=float, default=5.0,
+                        help="per-request model deadline in seconds")
+    parser.add_argument("--timeout-ms", type=float, default=None,
+                        help="deprecated: --timeout-s in milliseconds")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="intra-op threads; 1 keeps a shared small machine usable")
     parser.add_argument("--breaker-reset-s", type=float, default=5.0)
     parser.add_argument("--duration", type=float, default=None, help="stop after seconds")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.timeout_ms is not None:
+        print("--timeout-ms is deprecated; use --timeout-s", file=sys.stderr)
+        args.timeout_s = args.timeout_ms / 1000.0
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for worker in workers:
         worker.join(10)
     reranker.close()
+    if reranker.event_log is not None:
+        reranker.event_log.close()
     return 0
 
 

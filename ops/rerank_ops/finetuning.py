@@ -132,16 +132,17 @@ def teacher_scores(collection: Collection, query_ids: Sequence[str], scorer=None
     first-stage score by the selection step's linear fusion with its default alpha
     and normalization, which is what a default ``Reranker()`` ranks by.
     """
-    from rerank_plugins.selection import SelectionSettings, activate, fuse
+    from rerank_plugins.selection import fuse, normalize
+    from rerank_plugins.settings import RerankerSettings
 
     from .quality import score_run
 
     scorer = scorer or embedded_bi_encoder()
     run = score_run(collection, scorer, depth=depth, query_ids=query_ids, progress=False)
-    settings = SelectionSettings(fusion="linear")
+    settings = RerankerSettings(fusion="linear")
     labels: dict[str, dict[str, float]] = {}
     for qid, candidates in run.candidates.items():
-        model = [activate(raw, run.activation) for raw in run.raw[qid]]
+        model = normalize(run.raw[qid], run.activation)
         fused = fuse(model, candidates, settings)
         labels[qid] = {c.id: min(1.0, max(0.0, float(f)))
                        for c, f in zip(candidates, fused, strict=True)}
@@ -325,11 +326,11 @@ def held_out_metrics(collection: Collection, held: Sequence[str], *, start_model
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
     from .evaluation import evaluate
-    from .quality import Setting, library_default, rerank_rankings, score_run
+    from .quality import grid_point, library_default, rerank_rankings, score_run
 
     default_scorer = default_scorer or embedded_bi_encoder()
     default = library_default(default_scorer, depth)
-    alone, fused = Setting("none", depth=depth), Setting("linear", depth=depth)
+    alone, fused = grid_point("none", depth=depth), grid_point("linear", depth=depth)
     rows: dict[str, dict[str, float]] = {}
     default_run = score_run(collection, default_scorer, depth=depth, query_ids=held,
                             progress=progress)

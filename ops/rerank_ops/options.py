@@ -40,9 +40,14 @@ json_option = click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Also write the results as JSON to this file.")
 
-collection_option = click.option(
-    "--collection", "collection_path", default=None, callback=_resolve_collection,
-    help="BEIR-format folder, or the name of a shared collection (cranfield, cisi, ...).")
+def collection_option(fn=None, *, required: bool = False):
+    """``--collection``: a BEIR folder or a shared collection's name. Use as
+    ``@collection_option`` or ``@collection_option(required=True)``."""
+    decorator = click.option(
+        "--collection", "collection_path", default=None, required=required,
+        callback=_resolve_collection,
+        help="BEIR-format folder, or the name of a shared collection (cranfield, cisi, ...).")
+    return decorator(fn) if fn is not None else decorator
 
 model_option = click.option(
     "--model", default=None,

@@ -6,19 +6,22 @@ measured is exactly what the Reranker would return.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rerank_plugins.config import write_settings
+from rerank_plugins.reranker import resolve_fusion
 from rerank_plugins.scoring.base import ScoreRequest
-from rerank_plugins.selection import SelectionSettings, activate, select
+from rerank_plugins.selection import normalize, select
+from rerank_plugins.settings import RerankerSettings
 from rerank_plugins.types import Candidate
 
 from .collections import Collection
 from .evaluation import evaluate, per_query
 
-CONFIG_SCHEMA = 1
+#: The settings ``eval --tune`` chooses and writes.
+TUNED_KEYS = ("fusion", "alpha", "normalization", "rerank_depth", "threshold")
 
 
 @dataclass
@@ -65,75 +68,56 @@ def score_run(collection: Collection, scorer, *, depth: int = 100,
     return ScoredRun(scorer.activation, candidates, raw)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One point of the tuning grid (also the config file the adapters load)."""
-
-    fusion: str = "none"
-    alpha: float = 0.5
-    normalization: str = "minmax"
-    depth: int = 100
-    threshold: float | None = None
-
-    def selection(self) -> SelectionSettings:
-        return SelectionSettings(fusion=self.fusion, alpha=self.alpha,
-                                 normalization=self.normalization, threshold=self.threshold,
-                                 min_keep=1)
+def library_default(scorer, depth: int = 100) -> RerankerSettings:
+    """The settings a ``Reranker(scorer)`` uses out of the box (``fusion="auto"``
+    resolved for this scorer), scoring the first ``depth`` candidates."""
+    return RerankerSettings(fusion=resolve_fusion("auto", scorer), rerank_depth=depth)
 
 
-def library_default(scorer, depth: int = 100) -> Setting:
-    """The setting a ``Reranker(scorer)`` uses out of the box: ``fusion="auto"``
-    resolved for this scorer, with the selection step's own alpha and normalization."""
-    from rerank_plugins.reranker import resolve_fusion
-
-    defaults = SelectionSettings()
-    return Setting(resolve_fusion("auto", scorer), defaults.alpha, defaults.normalization, depth)
-
-
-def rerank_rankings(run: ScoredRun, query_ids: Iterable[str], setting: Setting,
+def rerank_rankings(run: ScoredRun, query_ids: Iterable[str], settings: RerankerSettings,
                     calibration=None) -> dict[str, list[tuple[str, float]]]:
-    """Replay the selection step; candidates past ``depth`` follow in retrieval order."""
-    settings = setting.selection()
+    """What the Reranker returns for each query under ``settings``: the library's own
+    ``normalize`` and ``select`` over the stored raw scores (``top_n`` aside, which
+    a ranking metric does not want)."""
+    settings = settings.replace(top_n=None)
+    depth = settings.rerank_depth
     out = {}
     for q in query_ids:
         cands = run.candidates[q]
-        head, tail = cands[: setting.depth], cands[setting.depth :]
-        raw = run.raw[q][: setting.depth]
-        if not head:
-            out[q] = []
-            continue
-        model = [calibration.apply(r) if calibration else activate(r, run.activation)
-                 for r in raw]
-        kept, dropped, _ = select(head, raw, model, settings)
-        # threshold-dropped candidates are not returned by the reranker; they are
-        # ranked after the kept ones here only when no threshold is set
-        ranked = [(i.id, i.relevance_score or 0.0) for i in kept]
-        if setting.threshold is None:
-            ranked += [(i.id, 0.0) for i in dropped]
-            ranked += [(c.id, 0.0) for c in tail]
-        out[q] = ranked
+        head, tail = cands[:depth], cands[depth:] if depth is not None else []
+        raw = run.raw[q][: len(head)]
+        model = normalize(raw, run.activation, calibration)
+        kept = select(head, raw, model, settings, tail=tail).kept
+        out[q] = [(i.id, i.relevance_score or 0.0) for i in kept]
     return out
 
 
-def measure(collection: Collection, run: ScoredRun, query_ids, setting: Setting,
+def measure(collection: Collection, run: ScoredRun, query_ids, setting: RerankerSettings,
             measures=("nDCG@10", "RR@10", "R@100")) -> dict[str, float]:
     return evaluate(collection.qrels, rerank_rankings(run, query_ids, setting), measures)
 
 
-def default_grid(max_depth: int) -> list[Setting]:
+def grid_point(fusion: str = "none", alpha: float = 0.5, normalization: str = "minmax",
+               depth: int = 100, threshold: float | None = None) -> RerankerSettings:
+    """One point of the tuning grid (the fields ``eval --tune`` writes)."""
+    return RerankerSettings(fusion=fusion, alpha=alpha, normalization=normalization,
+                            rerank_depth=depth, threshold=threshold)
+
+
+def default_grid(max_depth: int) -> list[RerankerSettings]:
     depths = sorted({d for d in (10, 20, 30, 50, 100) if d <= max_depth} | {max_depth})
-    grid = [Setting("none", 1.0, "minmax", d) for d in depths]
+    grid = [grid_point("none", 1.0, "minmax", d) for d in depths]
     for fusion, norm in (("linear", "minmax"), ("linear", "rank"), ("rrf", "minmax")):
         for alpha in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
             for depth in depths:
-                grid.append(Setting(fusion, alpha, norm, depth))
-    grid += [Setting("linear", 0.5, "minmax", max_depth, t) for t in (0.3, 0.5, 0.6)]
+                grid.append(grid_point(fusion, alpha, norm, depth))
+    grid += [grid_point("linear", 0.5, "minmax", max_depth, t) for t in (0.3, 0.5, 0.6)]
     return grid
 
 
 @dataclass
 class TuneResult:
-    chosen: Setting
+    chosen: RerankerSettings
     dev_metrics: dict[str, float]
     held_out: dict[str, dict[str, float]]  # "bm25" / "default" / "tuned" -> metrics
     grid_size: int
@@ -142,7 +126,7 @@ class TuneResult:
 
 
 def tune(collection: Collection, run: ScoredRun, dev: Sequence[str], held: Sequence[str],
-         *, default: Setting, grid: list[Setting] | None = None,
+         *, default: RerankerSettings, grid: list[RerankerSettings] | None = None,
          objective: str = "nDCG@10") -> TuneResult:
     """Pick the grid point with the best ``objective`` on ``dev``; report on ``held``."""
     depth = max(len(c) for c in run.candidates.values())
@@ -163,22 +147,17 @@ def tune(collection: Collection, run: ScoredRun, dev: Sequence[str], held: Seque
     return TuneResult(best, dev_full, held_out, len(grid), len(dev), len(held))
 
 
-def write_config(path: str | Path, setting: Setting, *, model: str | None,
-                 provenance: dict) -> None:
-    """Write the config file ``Reranker.from_config`` and the adapters load."""
-    data = {
-        "schema_version": CONFIG_SCHEMA,
-        "reranker": {
-            "fusion": setting.fusion,
-            "alpha": setting.alpha,
-            "normalization": setting.normalization,
-            "threshold": setting.threshold,
-            "candidate_depth": setting.depth,
-        },
-        "model": model,
-        "provenance": provenance,
-    }
-    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+def config_summary(settings: RerankerSettings) -> dict:
+    """The tuned fields of ``settings``, for reports and JSON."""
+    return {key: getattr(settings, key) for key in TUNED_KEYS}
+
+
+def write_config(path: str | Path, chosen: RerankerSettings, *, model: str | None,
+                 provenance: dict) -> dict:
+    """Write the settings file ``Reranker.from_config`` and the drop-ins load: the
+    tuned fields (and the model they were tuned for)."""
+    keys = TUNED_KEYS + (("model",) if model is not None else ())
+    return write_settings(path, chosen.replace(model=model), keys=keys, provenance=provenance)
 
 
 def per_query_deltas(collection: Collection, before, after, measure_name="nDCG@10"):

@@ -40,6 +40,7 @@ native-async path for callers that drive the scorer from an event loop themselve
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, RemoteOverloaded, ScorerError, ScorerTimeout
+from ..waiting import CallWait, SleepWait, run_async, run_sync
 from .base import ScoreOutput, ScoreRequest
 
 logger = logging.getLogger(__name__)
@@ -350,41 +352,27 @@ class RemoteScorer:
 
     # -- one HTTP exchange --------------------------------------------------------
     def _call_sync(self, query: str, texts: list[str], deadline_at: float):
-        httpx = _httpx()
-        attempt = 0
-        while True:
-            remaining = deadline_at - self._clock()
-            if remaining <= 0:
-                raise ScorerTimeout(f"deadline passed before calling {self.endpoint}")
-            started = self._clock()
-            try:
-                response = self._client.post(self.endpoint, json=self._payload(query, texts),
-                                             timeout=self._timeout(remaining))
-            except httpx.HTTPError as exc:
-                outcome = self._transport_failure(exc)
-            else:
-                outcome = self._interpret(response.status_code, response.headers,
-                                          response.content, len(texts), started)
-            attempt += 1
-            if outcome.error is None:
-                return outcome.scores, attempt
-            wait = self._retry_wait(outcome, attempt, deadline_at)
-            if wait is None:
-                raise outcome.error
-            time.sleep(wait)
+        return run_sync(self._exchange(query, texts, deadline_at, self._client.post))
 
     async def _call_async(self, query: str, texts: list[str], deadline_at: float):
+        return await run_async(self._exchange(query, texts, deadline_at,
+                                              self._async().post))
+
+    def _exchange(self, query: str, texts: list[str], deadline_at: float, post):
+        """One chunk's HTTP exchange with retries inside the deadline, written once:
+        the sync and async paths differ only in the ``post`` they pass and in how the
+        driver waits (``waiting.run_sync`` / ``run_async``)."""
         httpx = _httpx()
-        client = self._async()
         attempt = 0
         while True:
             remaining = deadline_at - self._clock()
             if remaining <= 0:
                 raise ScorerTimeout(f"deadline passed before calling {self.endpoint}")
             started = self._clock()
+            call = functools.partial(post, self.endpoint, json=self._payload(query, texts),
+                                     timeout=self._timeout(remaining))
             try:
-                response = await client.post(self.endpoint, json=self._payload(query, texts),
-                                             timeout=self._timeout(remaining))
+                response = yield CallWait(call)
             except httpx.HTTPError as exc:
                 outcome = self._transport_failure(exc)
             else:
@@ -396,7 +384,7 @@ class RemoteScorer:
             wait = self._retry_wait(outcome, attempt, deadline_at)
             if wait is None:
                 raise outcome.error
-            await asyncio.sleep(wait)
+            yield SleepWait(wait)
 
     def _transport_failure(self, exc) -> _Attempt:
         httpx = _httpx()

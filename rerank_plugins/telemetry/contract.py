@@ -94,8 +94,6 @@ L_DTYPE = "dtype"
 L_FEATURE = "feature"
 
 STAGES = ("validate", "cache", "score", "select")
-STATUSES = ("ok", "cache", "fallback", "shadow")
-FALLBACK_REASONS = ("timeout", "error", "circuit_open", "overloaded")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 REQUEST_DURATION = MetricSpec(
@@ -230,7 +228,3 @@ ATTR_GENAI_MODEL = "gen_ai.request.model"
 ATTR_GENAI_OPERATION = "gen_ai.operation.name"
 GENAI_OPERATION = "rerank"
 
-
-def metric_by_prom_name() -> dict[str, MetricSpec]:
-    """Map every Prometheus series base name to its spec."""
-    return {spec.prom_name: spec for spec in ALL_METRICS}

@@ -117,12 +117,11 @@ def build_event(
     model_revision: str,
     kept_after_threshold: int,
     include_text: bool = False,
-    doc_lengths: list[int] | None = None,
 ) -> dict:
     """Assemble one schema-v1 event from a finished request."""
     now = time.time()
     timings = result.timings
-    lengths = doc_lengths if doc_lengths is not None else [word_count(t) for t in texts]
+    lengths = [word_count(t) for t in texts]
     r_mean, r_min, r_max, r_std = _stats(retrieval_scores)
     ordered = sorted((s for s in model_scores if s is not None), reverse=True)
     s_mean, _, _, s_std = _stats(ordered)

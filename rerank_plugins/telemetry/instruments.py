@@ -71,13 +71,6 @@ def get() -> dict[str, object]:
     return _instruments
 
 
-def reset_for_tests() -> None:
-    """Forget instruments so a test's fresh MeterProvider gets new ones."""
-    global _instruments
-    with _lock:
-        _instruments = None
-
-
 def register_breaker(breaker) -> None:
     """Report ``breaker``'s state in ``rerank_circuit_state`` while it lives."""
     _breakers.add(breaker)

@@ -55,10 +55,6 @@ REASON_PERMISSION = "permission_denied"
 REASON_MISSING_DIR = "directory_missing"
 REASON_IO = "io_error"
 REASON_SINK = "sink_error"
-DROP_REASONS = (
-    REASON_QUEUE_FULL, REASON_CLOSED, REASON_DISK_FULL, REASON_FILE_TOO_LARGE,
-    REASON_PERMISSION, REASON_MISSING_DIR, REASON_IO, REASON_SINK,
-)
 
 _ERRNO_REASONS = {
     errno.ENOSPC: REASON_DISK_FULL,
@@ -552,6 +548,11 @@ class EventLog:
                 break
             time.sleep(0.002)
         return self._pending == 0
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (later events are dropped, counted)."""
+        return self._closed
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop accepting events, write what is queued and close the sink."""

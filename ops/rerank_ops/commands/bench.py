@@ -150,7 +150,7 @@ def run_grid(model, dtypes, batch_budgets, candidate_counts, concurrencies, quer
                             bar.update(requests)
                     continue
                 described = scorer.describe()
-                reranker = Reranker(scorer, cache=None, timeout_ms=None,
+                reranker = Reranker(scorer, cache=None, timeout_s=None,
                                     max_candidates=max(candidate_counts),
                                     max_inference_threads=max(concurrencies))
                 try:

@@ -142,12 +142,15 @@ def _load(collection_path: Path | None) -> Collection:
 @click.option("--fusion", type=click.Choice(["auto", "none", "linear", "rrf"]), default="auto",
               show_default=True, help="Blend the model score with the BM25 score ('auto' is "
               "the library default: linear for the embedded bi-encoder).")
-@click.option("--timeout-ms", type=click.FloatRange(min=1.0), default=5000.0,
-              show_default=True, help="Per-request model deadline (then: fallback).")
+@click.option("--timeout-s", type=click.FloatRange(min=0.001), default=5.0,
+              show_default=True, help="Per-request model deadline in seconds (then: fallback).")
+@click.option("--timeout-ms", type=click.FloatRange(min=1.0), default=None, hidden=True,
+              help="Deprecated: --timeout-s in milliseconds.")
 @model_option
 @dtype_option
 def demo(collection_path: Path | None, max_queries: int | None, top_k: int, out_dir: Path,
-         fusion: str, timeout_ms: float, model: str | None, dtype: str) -> None:
+         fusion: str, timeout_s: float, timeout_ms: float | None, model: str | None,
+         dtype: str) -> None:
     """Run BM25, rerank through the guarded pipeline, print before/after.
 
     \b
@@ -173,7 +176,10 @@ def demo(collection_path: Path | None, max_queries: int | None, top_k: int, out_
     out_dir.mkdir(parents=True, exist_ok=True)
     sink = JsonlSink(out_dir / "events")
     event_log = EventLog(sink)
-    reranker = Reranker(scorer, event_log=event_log, fusion=fusion, timeout_ms=timeout_ms)
+    if timeout_ms is not None:
+        click.echo("--timeout-ms is deprecated; use --timeout-s", err=True)
+        timeout_s = timeout_ms / 1000.0
+    reranker = Reranker(scorer, event_log=event_log, fusion=fusion, timeout_s=timeout_s)
     fusion = reranker.settings.fusion  # "auto" resolved for this scorer
     # one throwaway forward pass so the first timed query does not pay for warm-up
     from rerank_plugins.scoring.base import ScoreRequest
@@ -183,6 +189,7 @@ def demo(collection_path: Path | None, max_queries: int | None, top_k: int, out_
     reranked = rerank_rankings(reranker, collection, first.rankings, label)
     repeat = rerank_rankings(reranker, collection, first.rankings, "+ rerank again (cache)")
     reranker.close()
+    event_log.close()
 
     rows = [(run, evaluate(collection.qrels, run.rankings, MEASURES))
             for run in (first, reranked, repeat)]
@@ -209,7 +216,7 @@ def demo(collection_path: Path | None, max_queries: int | None, top_k: int, out_
     click.echo(f"collection: {collection.name}  queries: {len(query_ids)}  "
                f"candidates/query: {mean_candidates:.1f} (top-k {top_k})  fusion: {fusion}")
     click.echo(f"model: {scorer.model_id} ({describe.get('device')}, {describe.get('dtype')})"
-               f"  deadline: {timeout_ms:g} ms")
+               f"  deadline: {timeout_s:g} s")
     click.echo("")
     click.echo(format_table(rows))
     click.echo("")

@@ -9,11 +9,21 @@ from pathlib import Path
 
 import click
 
+from rerank_plugins.config import load_settings
 from rerank_plugins.scoring import load_scorer
 
 from ..collections import EVALUATION_ONLY, CollectionError, load_collection, split_queries
 from ..evaluation import evaluate
-from ..quality import Setting, per_query_deltas, rerank_rankings, score_run, tune, write_config
+from ..options import collection_option, dtype_option, json_option, model_option
+from ..quality import (
+    config_summary,
+    grid_point,
+    per_query_deltas,
+    rerank_rankings,
+    score_run,
+    tune,
+    write_config,
+)
 
 MEASURES = ("nDCG@10", "RR@10", "R@100")
 
@@ -27,16 +37,13 @@ def _table(rows: list[tuple[str, dict[str, float]]]) -> str:
 
 
 @click.command("eval")
-@click.option("--collection", "collection_path", required=True,
-              type=click.Path(exists=True, file_okay=False),
-              help="BEIR-format folder (corpus.jsonl, queries.jsonl, qrels.tsv).")
+@collection_option(required=True)
 @click.option("--run", "run_file", default="bm25_top100.trec", show_default=True,
               help="First-stage run in TREC format (relative to the collection or absolute).")
-@click.option("--model", default=None,
-              help="Scorer model folder or name. Default: the embedded MiniLM bi-encoder.")
+@model_option
 @click.option("--kind", type=click.Choice(["auto", "cross", "bi"]), default="auto",
               show_default=True, help="Scorer type when --model is given (auto = cross).")
-@click.option("--dtype", default="auto", show_default=True)
+@dtype_option
 @click.option("--depth", default=100, show_default=True, type=click.IntRange(1, 1000),
               help="Candidates per query taken from the run.")
 @click.option("--fusion", type=click.Choice(["none", "linear", "rrf"]), default=None,
@@ -51,12 +58,11 @@ def _table(rows: list[tuple[str, dict[str, float]]]) -> str:
 @click.option("--dev-fraction", default=0.5, show_default=True, type=click.FloatRange(0.1, 0.9))
 @click.option("--min-ndcg-gain", type=float, default=None,
               help="Exit 3 when reranked nDCG@10 minus first-stage nDCG@10 is below this.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Write metrics, settings and per-query deltas as JSON.")
+@json_option
 @click.option("--allow-eval-collection", is_flag=True,
               help="Allow --tune on an evaluation-only collection (scifact, med).")
 def eval_cmd(collection_path, run_file, model, kind, dtype, depth, fusion, alpha, config_path,
-             max_queries, tune_out, dev_fraction, min_ndcg_gain, json_out,
+             max_queries, tune_out, dev_fraction, min_ndcg_gain, json_path,
              allow_eval_collection):
     """Rerank a collection's first-stage run and report nDCG@10, MRR@10, R@100.
 
@@ -83,19 +89,14 @@ def eval_cmd(collection_path, run_file, model, kind, dtype, depth, fusion, alpha
     qids = sorted(q for q in collection.queries if q in collection.run)
     if max_queries:
         qids = qids[:max_queries]
-    setting = Setting(depth=depth)
+    setting = grid_point(depth=depth)
     if config_path:
-        from rerank_plugins.config import load_reranker_settings
-
-        loaded = load_reranker_settings(config_path)
-        setting = Setting(loaded.get("fusion", "none"), loaded.get("alpha", 0.5),
-                          loaded.get("normalization", "minmax"),
-                          min(depth, loaded.get("rerank_depth") or depth),
-                          loaded.get("threshold"))
+        loaded = load_settings(config_path, base=setting)
+        setting = loaded.replace(rerank_depth=min(depth, loaded.rerank_depth or depth),
+                                 fusion="none" if loaded.fusion == "auto" else loaded.fusion)
     if fusion is not None or alpha is not None:
-        setting = Setting(fusion or setting.fusion,
-                          alpha if alpha is not None else setting.alpha,
-                          setting.normalization, setting.depth, setting.threshold)
+        setting = setting.replace(fusion=fusion or setting.fusion,
+                                  alpha=alpha if alpha is not None else setting.alpha)
     scorer = load_scorer(model, kind="cross" if kind == "auto" else kind, dtype=dtype)
     scored = score_run(collection, scorer, depth=depth, query_ids=qids,
                        progress=sys.stderr.isatty())
@@ -105,13 +106,14 @@ def eval_cmd(collection_path, run_file, model, kind, dtype, depth, fusion, alpha
     deltas = per_query_deltas(collection, before, after)
     report = {
         "collection": collection.name, "queries": len(qids), "depth": depth,
-        "scorer": scorer.describe(), "setting": setting.__dict__,
+        "scorer": scorer.describe(), "setting": config_summary(setting),
         "first_stage": base, "reranked": reranked,
         "gain": {m: reranked[m] - base[m] for m in MEASURES},
         "per_query_ndcg10_delta": deltas,
     }
     click.echo(f"{collection.name}: {len(qids)} queries, top-{depth}, scorer "
-               f"{scorer.model_id} ({scorer.describe()['dtype']}), setting {setting}")
+               f"{scorer.model_id} ({scorer.describe()['dtype']}), setting "
+               f"{config_summary(setting)}")
     click.echo(_table([("first stage", base), ("reranked", reranked)]))
     values = list(deltas.values())
     click.echo(f"per-query nDCG@10: {sum(v > 0 for v in values)} better, "
@@ -130,10 +132,11 @@ def eval_cmd(collection_path, run_file, model, kind, dtype, depth, fusion, alpha
         click.echo(_table([("first stage", result.held_out["bm25"]),
                            (f"default {setting.fusion}", result.held_out["default"]),
                            ("tuned", result.held_out["tuned"])]))
-        click.echo(f"chosen: {result.chosen}\nwrote {tune_out}")
-        report["tuned"] = {"chosen": result.chosen.__dict__, "held_out": result.held_out}
-    if json_out:
-        Path(json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        click.echo(f"chosen: {config_summary(result.chosen)}\nwrote {tune_out}")
+        report["tuned"] = {"chosen": config_summary(result.chosen),
+                           "held_out": result.held_out}
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if min_ndcg_gain is not None:
         gain = reranked["nDCG@10"] - base["nDCG@10"]
         if gain < min_ndcg_gain:

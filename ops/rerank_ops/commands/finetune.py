@@ -22,13 +22,12 @@ from ..finetuning import (
     teacher_scores,
     write_model_card,
 )
+from ..options import collection_option, json_option, model_option, seed_option
 
 
 @click.command("finetune")
-@click.option("--model", "start_model", default=None,
-              help="Local model folder to start from. Default: the embedded MiniLM.")
-@click.option("--collection", "collection_path", type=click.Path(exists=True, file_okay=False),
-              default=None, help="BEIR folder: qrels positives + run hard negatives.")
+@model_option
+@collection_option
 @click.option("--feedback", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSONL feedback log: {query, document, label|feedback}.")
 @click.option("--out", "output_dir", required=True, type=click.Path(file_okay=False),
@@ -60,11 +59,12 @@ from ..finetuning import (
                    "held-out nDCG@10 minus the best of the first stage, the start model and "
                    "the library default is below this. A large negative value accepts any "
                    "result.")
-@click.option("--seed", default=13, show_default=True)
-def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fraction,
+@seed_option
+@json_option
+def finetune_cmd(model, collection_path, feedback, output_dir, train_fraction,
                  max_train_queries, negatives, random_negatives, teacher, epochs, batch_size,
                  learning_rate, max_length, eval_depth, max_eval_queries, no_eval,
-                 min_ndcg_gain, seed):
+                 min_ndcg_gain, seed, json_path):
     """Fine-tune a cross-encoder; the folder loads in CrossEncoderScorer unchanged.
 
     Trains on a split of the collection's queries and reports nDCG@10 before and
@@ -76,12 +76,15 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
     Examples:
       rerank-ops finetune --collection ../shared/data/cranfield --out models/cranfield-ce
       rerank-ops finetune --feedback feedback.jsonl --model models/base --out models/v2
+
+    --model is the start model (default: the embedded MiniLM); --collection gives
+    qrels positives and first-stage hard negatives.
     """
     from rerank_plugins.scoring.default_model import bundled_model_path
 
     if (collection_path is None) == (feedback is None):
         raise click.UsageError("give exactly one of --collection or --feedback")
-    start = start_model or bundled_model_path()
+    start = model or bundled_model_path()
     if learning_rate is None:
         learning_rate = default_learning_rate(start)
     held: list[str] = []
@@ -139,6 +142,8 @@ def finetune_cmd(start_model, collection_path, feedback, output_dir, train_fract
                "loss_first": result.loss_first, "loss_last": result.loss_last,
                "held_out": metrics, "gate": gate}
     (Path(output_dir) / "finetune_summary.json").write_text(json.dumps(summary, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     click.echo(f"trained {result.pairs_summary} in {result.seconds:.1f}s "
                f"(bf16={result.bf16}); loss {result.loss_summary()}")
     if metrics:

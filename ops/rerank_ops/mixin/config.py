@@ -42,6 +42,50 @@ def duration_seconds(value: str) -> float:
 
 
 @dataclass(frozen=True)
+class BurnRate:
+    """One long/short window pair of the error budget alerts (``burn_rate_alerts``)."""
+
+    long_window: str
+    short_window: str
+    budget_spent: float  #: share of the whole SLO period's budget spent in long_window
+    severity: str
+    for_: str
+
+    def factor(self, slo_window: str) -> float | int:
+        """How many times the budget rate the fallback share must exceed (an int
+        when whole, so rules read ``6 * 0.005``)."""
+        value = round(self.budget_spent * duration_seconds(slo_window)
+                      / duration_seconds(self.long_window), 6)
+        return int(value) if value == int(value) else value
+
+
+_BURN_KEYS = {"long_window", "short_window", "budget_spent", "severity", "for"}
+
+
+def _burn_rates(raw, source: str) -> tuple[BurnRate, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise MixinConfigError(f"{source}: burn_rate_alerts must be a non-empty list")
+    out = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict) or set(entry) != _BURN_KEYS:
+            raise MixinConfigError(
+                f"{source}: burn_rate_alerts[{index}] needs exactly {sorted(_BURN_KEYS)}")
+        try:
+            burn = BurnRate(str(entry["long_window"]), str(entry["short_window"]),
+                            float(entry["budget_spent"]), str(entry["severity"]),
+                            str(entry["for"]))
+        except (TypeError, ValueError) as exc:
+            raise MixinConfigError(f"{source}: burn_rate_alerts[{index}]: {exc}") from exc
+        if burn.severity not in ("critical", "warning") or not 0 < burn.budget_spent <= 1:
+            raise MixinConfigError(f"{source}: burn_rate_alerts[{index}]: severity must be "
+                                   "critical or warning, budget_spent in (0, 1]")
+        for window in (burn.long_window, burn.short_window, burn.for_):
+            duration_seconds(window)
+        out.append(burn)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class MixinConfig:
     """Settings that the dashboards and rules are built from (see ``config.yaml``)."""
 
@@ -49,6 +93,7 @@ class MixinConfig:
     drift_selector: str
     availability_slo: float
     slo_window: str
+    burn_rate_alerts: tuple[BurnRate, ...]
     latency_p99_slo_seconds: float
     latency_alert_for: str
     cache_hit_ratio_collapse_factor: float
@@ -80,8 +125,21 @@ class MixinConfig:
             raise MixinConfigError("latency_p99_slo_seconds must be > 0")
         for name in ("slo_window", "latency_alert_for", "drift_interval"):
             duration_seconds(getattr(self, name))
+        for burn in self.burn_rate_alerts:
+            if duration_seconds(burn.long_window) > duration_seconds(self.slo_window):
+                raise MixinConfigError(f"burn-rate window {burn.long_window} is longer than "
+                                       f"slo_window {self.slo_window}")
         if self.runbook_base_url.endswith("/"):
             raise MixinConfigError("runbook_base_url must not end with '/'")
+
+    @property
+    def fallback_ratio_windows(self) -> tuple[str, ...]:
+        """Every window a fallback share is recorded for: the burn-rate windows plus
+        those the dashboards chart (5m, 1h, 6h), shortest first."""
+        windows = {"5m", "1h", "6h"}
+        for burn in self.burn_rate_alerts:
+            windows |= {burn.long_window, burn.short_window}
+        return tuple(sorted(windows, key=duration_seconds))
 
 
 def load_config(path: str | Path | None = None) -> MixinConfig:
@@ -128,8 +186,10 @@ def config_from_mapping(raw: dict, *, source: str = "<mapping>") -> MixinConfig:
     if missing:
         raise MixinConfigError(
             f"{source}: required setting(s) without a value: {', '.join(missing)}")
-    values = {}
+    values = {"burn_rate_alerts": _burn_rates(raw["burn_rate_alerts"], source)}
     for name, field in fields.items():
+        if name in values:
+            continue
         kind = float if field.type == "float" else str
         try:
             values[name] = kind(raw[name])

@@ -87,6 +87,16 @@ class _Queries:
         return f"{how}{by_clause} ({series(spec, selector)})"
 
 
+
+def _page_rule(config) -> str:
+    """E.g. ``14.4 over 1h and 5m pages`` (the fastest paging burn-rate alert)."""
+    pages = [b for b in config.burn_rate_alerts if b.severity == "critical"]
+    if not pages:
+        return "no burn-rate alert pages"
+    fast = pages[0]
+    return (f"{rules._number(fast.factor(config.slo_window))} over {fast.long_window} and "
+            f"{fast.short_window} pages")
+
 def _latency_targets(q: _Queries, by: tuple[str, ...], legend: str) -> list[Target]:
     return [Target(q.quantile(quant, c.REQUEST_DURATION, by), f"p{round(quant * 100)} {legend}")
             for quant in (0.5, 0.95, 0.99)]
@@ -152,7 +162,7 @@ def oncall(config: MixinConfig) -> list[Panel]:
               "error, circuit_open or overloaded.", "reqps",
               [Target(q.rate(c.FALLBACKS, (c.L_REASON,)), "{{reason}}")], width=12),
         Panel("Error budget burn rate", "Fallback share divided by the error budget, over "
-              "the alert windows; 14.4 over 1h and 5m pages.", "short",
+              f"the alert windows; {_page_rule(config)}.", "short",
               [Target(f"{rules.fallback_ratio(w)} / {config.error_budget!r}",
                       f"{w} {{{{model}}}}") for w in ("5m", "1h", "6h")], width=8),
         Panel("Circuit state", "Circuit breakers: 0 closed, 1 half-open, 2 open. 'scorer' "

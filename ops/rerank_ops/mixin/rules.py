@@ -8,23 +8,21 @@ gets ``summary``, ``description`` and a ``runbook_url`` from one pattern
 (:func:`runbook_url`).
 
 The error budget alerts follow the multi-window, multi-burn-rate recipe of the
-Google SRE workbook: a burn rate of 14.4 over 1h spends 2% of a 30-day budget, so
-it pages; each long window is paired with a short one so the alert also resolves
-quickly once the fallbacks stop.
+Google SRE workbook, configured in ``config.yaml`` (``burn_rate_alerts``) relative
+to ``slo_window``: e.g. 2% of a 30-day budget spent in 1h is a burn rate of 14.4,
+which pages; each long window is paired with a short one so the alert also
+resolves quickly once the fallbacks stop.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from rerank_plugins.telemetry import contract as c
 
 from .config import MixinConfig, duration_seconds
 from .promql import matchers, quantile, rate, series
 
-#: Windows for which the fallback ratio is recorded (all burn-rate windows).
-FALLBACK_RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 LATENCY_QUANTILES = (0.5, 0.95, 0.99)
 #: The Redis cache's own breaker: a cache outage costs latency, not answers, so it
 #: does not page (the cache alerts and the on-call dashboard cover it).
@@ -42,24 +40,6 @@ def fallback_ratio(window: str) -> str:
     return f"model:rerank_requests_fallback:ratio_rate{window}"
 
 
-@dataclass(frozen=True)
-class BurnRate:
-    """One long/short window pair of the error budget alerts."""
-
-    long_window: str
-    short_window: str
-    factor: float
-    severity: str
-    for_: str
-
-
-#: The SRE workbook table for a 30-day SLO.
-BURN_RATES = (
-    BurnRate("1h", "5m", 14.4, "critical", "2m"),
-    BurnRate("6h", "30m", 6, "critical", "15m"),
-    BurnRate("1d", "2h", 3, "warning", "1h"),
-    BurnRate("3d", "6h", 1, "warning", "3h"),
-)
 
 
 def alert_slug(alert: str) -> str:
@@ -100,7 +80,7 @@ def recording_rules(config: MixinConfig) -> list[dict]:
         "record": REQUESTS_RATE,
         "expr": rate(c.REQUESTS, sel, "5m", by=(c.L_MODEL, c.L_STATUS)),
     }]
-    for window in FALLBACK_RATIO_WINDOWS:
+    for window in config.fallback_ratio_windows:
         rules.append({
             "record": fallback_ratio(window),
             "expr": share(
@@ -156,10 +136,11 @@ def alert_rules(config: MixinConfig) -> list[dict]:
         "p99 latency of model {{ $labels.model }} is {{ $value | humanizeDuration }} "
         f"over the last 5 minutes; the SLO is {p99}s.",
         config.latency_alert_for)]
-    for burn in BURN_RATES:
+    for burn in config.burn_rate_alerts:
         name = ("RerankFallbackBudgetBurnFast" if burn.severity == "critical"
                 else "RerankFallbackBudgetBurnSlow")
-        threshold = f"({_number(burn.factor)} * {budget})"
+        factor = burn.factor(config.slo_window)
+        threshold = f"({_number(factor)} * {budget})"
         alerts.append(_alert(
             config, name,
             f"{fallback_ratio(burn.long_window)} > {threshold} and "
@@ -170,7 +151,7 @@ def alert_rules(config: MixinConfig) -> list[dict]:
             "Rerank fallbacks are slowly eating the error budget.",
             "{{ $value | humanizePercentage }} of requests to model {{ $labels.model }} "
             f"were served by the fallback chain over the last {burn.long_window} (and "
-            f"still over the last {burn.short_window}): {_number(burn.factor)}x the "
+            f"still over the last {burn.short_window}): {_number(factor)}x the "
             f"budget of a {slo_pct} availability SLO over {config.slo_window}.",
             burn.for_,
             {"long_window": burn.long_window, "short_window": burn.short_window}))
@@ -250,11 +231,6 @@ def alert_rules(config: MixinConfig) -> list[dict]:
             "30m"),
     ]
     return alerts
-
-
-def alert_names(config: MixinConfig) -> list[str]:
-    """Distinct alert names, in rule order."""
-    return list(dict.fromkeys(rule["alert"] for rule in alert_rules(config)))
 
 
 def recording_groups(config: MixinConfig) -> dict:
