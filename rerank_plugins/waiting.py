@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
@@ -94,32 +95,48 @@ class CallWait(Wait):
         return await self.call()
 
 
+class _Exchange:
+    """Carries each wait's outcome (a value or an exception) back into the plan."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.value: Any = None
+        self.failure: BaseException | None = None
+        self.result: Any = None
+
+    def next_wait(self) -> Wait | None:
+        """The plan's next wait, or None once it has returned (see ``result``)."""
+        failure, self.failure = self.failure, None
+        try:
+            return self.plan.throw(failure) if failure is not None else self.plan.send(self.value)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+    @contextlib.contextmanager
+    def outcome(self, *catch: type[BaseException]):
+        """Record what the wait inside raised (of ``catch``) for the plan to see."""
+        self.value = None
+        try:
+            yield
+        except catch as exc:
+            self.failure = exc
+
+
 def run_sync(plan: Plan[T]) -> T:
     """Drive ``plan`` to its return value, blocking the calling thread on each wait."""
-    outcome: Any = None
-    failure: BaseException | None = None
-    while True:
-        try:
-            wait = plan.throw(failure) if failure is not None else plan.send(outcome)
-        except StopIteration as done:
-            return done.value
-        try:
-            outcome, failure = wait.block(), None
-        except Exception as exc:  # noqa: BLE001 - handed back to the plan
-            outcome, failure = None, exc
+    exchange = _Exchange(plan)
+    while (wait := exchange.next_wait()) is not None:
+        with exchange.outcome(Exception):
+            exchange.value = wait.block()
+    return exchange.result
 
 
 async def run_async(plan: Plan[T]) -> T:
     """Drive ``plan`` to its return value, awaiting each wait (cancellation included:
     a ``CancelledError`` is thrown into the plan so it can release what it holds)."""
-    outcome: Any = None
-    failure: BaseException | None = None
-    while True:
-        try:
-            wait = plan.throw(failure) if failure is not None else plan.send(outcome)
-        except StopIteration as done:
-            return done.value
-        try:
-            outcome, failure = await wait.wait(), None
-        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
-            outcome, failure = None, exc
+    exchange = _Exchange(plan)
+    while (wait := exchange.next_wait()) is not None:
+        with exchange.outcome(Exception, asyncio.CancelledError):
+            exchange.value = await wait.wait()
+    return exchange.result
