@@ -46,7 +46,11 @@ DOCUMENTS = [
 
 
 class MiniLMEmbeddings(Embeddings):
-    """LangChain embeddings from the bundled all-MiniLM-L6-v2 (no download)."""
+    """LangChain embeddings from the bundled all-MiniLM-L6-v2 (no download).
+
+    Written here rather than taken from ``langchain-huggingface``: that package pins
+    huggingface-hub < 2, and installing it would downgrade the huggingface-hub that
+    transformers 5 / sentence-transformers 6 run on."""
 
     def __init__(self) -> None:
         from sentence_transformers import SentenceTransformer
@@ -68,7 +72,7 @@ def main() -> None:
     model = os.environ.get("RERANK_MODEL")
 
     # The one line: CrossEncoderReranker(model=HuggingFaceCrossEncoder(...)) -> this.
-    compressor = CrossEncoderRerank(model=model, top_n=3, timeout_ms=2000)
+    compressor = CrossEncoderRerank(model=model, top_n=3, timeout_s=2.0)
 
     retriever = ContextualCompressionRetriever(
         base_compressor=compressor, base_retriever=store.as_retriever(search_kwargs={"k": 6}))

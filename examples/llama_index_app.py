@@ -5,10 +5,13 @@ The one-line change from LlamaIndex's own reranker::
     - rerank = SentenceTransformerRerank(model="cross-encoder/ms-marco-MiniLM-L-6-v2", top_n=3)
     + rerank = CrossEncoderRerank(model="cross-encoder/ms-marco-MiniLM-L-6-v2", top_n=3)
 
-Run ``python examples/llama_index_app.py``. It embeds with the all-MiniLM-L6-v2 weights
-shipped inside rerank-plugins and answers with LlamaIndex's MockLLM, so nothing is
-downloaded. Without ``RERANK_MODEL`` (a cross-encoder folder or hub name) the reranker
-uses the embedded bi-encoder.
+Run ``python examples/llama_index_app.py``. It embeds with LlamaIndex's own
+``HuggingFaceEmbedding`` (package ``llama-index-embeddings-huggingface``, which installs
+beside our transformers/huggingface-hub versions) pointed at the all-MiniLM-L6-v2
+folder shipped inside rerank-plugins, and answers with LlamaIndex's MockLLM, so
+nothing is downloaded. Without ``RERANK_MODEL`` (a cross-encoder folder or hub name)
+the reranker uses the embedded bi-encoder (it says so in its log line and
+``rerank.describe()``).
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from llama_index.core import Settings, VectorStoreIndex  # noqa: E402
-from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
-from llama_index.core.bridge.pydantic import PrivateAttr  # noqa: E402
 from llama_index.core.llms import MockLLM  # noqa: E402
 from llama_index.core.schema import Document  # noqa: E402
+from llama_index.embeddings.huggingface import HuggingFaceEmbedding  # noqa: E402
 
 from rerank_plugins.llama_index import CrossEncoderRerank  # noqa: E402
 from rerank_plugins.scoring import bundled_model_path  # noqa: E402
@@ -39,43 +41,15 @@ DOCUMENTS = [
 ]
 
 
-class MiniLMEmbedding(BaseEmbedding):
-    """LlamaIndex embeddings from the bundled all-MiniLM-L6-v2 (no download)."""
-
-    _model: object = PrivateAttr()
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(model_name="all-MiniLM-L6-v2", **kwargs)
-        from sentence_transformers import SentenceTransformer
-
-        self._model = SentenceTransformer(bundled_model_path(), device="cpu",
-                                          local_files_only=True)
-
-    def _embed(self, texts: list[str]) -> list[list[float]]:
-        return self._model.encode(texts, normalize_embeddings=True,
-                                  show_progress_bar=False).tolist()
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embed([query])[0]
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embed([text])[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embed(texts)
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-
 def main() -> None:
-    Settings.embed_model = MiniLMEmbedding()
+    Settings.embed_model = HuggingFaceEmbedding(model_name=bundled_model_path(), device="cpu")
     Settings.llm = MockLLM()
     index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS])
 
     # The one line: LlamaIndex's SentenceTransformerRerank -> CrossEncoderRerank.
     rerank = CrossEncoderRerank(model=os.environ.get("RERANK_MODEL"), top_n=3,
-                                timeout_ms=2000)
+                                timeout_s=2.0)
+    print(f"reranking with {rerank.describe()['model']} ({rerank.describe()['kind']})")
 
     engine = index.as_query_engine(similarity_top_k=6, node_postprocessors=[rerank])
     question = "How does a wing produce lift?"

@@ -202,6 +202,17 @@ def docstring_args() -> str:
     return "\n".join(lines)
 
 
+def markdown_table() -> str:
+    """The settings reference of docs/settings.md (generated; a test compares)."""
+    lines = ["| setting | default | in a settings file | meaning |", "|---|---|---|---|"]
+    for spec in specs():
+        where = "no: " + NOT_IN_CONFIG_FILE[spec.name] if spec.name in NOT_IN_CONFIG_FILE \
+            else "yes"
+        doc = spec.metadata["doc"].replace("|", "\\|")
+        lines.append(f"| `{spec.name}` | `{default_of(spec)!r}` | {where} | {doc} |")
+    return "\n".join(lines)
+
+
 # -- validation ------------------------------------------------------------------------
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -169,3 +169,13 @@ def test_settings_objects_are_immutable_and_replace_revalidates():
     with pytest.raises(ConfigurationError):
         settings.replace(alpha=2.0)
     assert RerankerSettings(top_n=3).changed() == {"top_n": 3}
+
+
+def test_the_docs_settings_table_is_the_generated_one():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "settings.md").read_text(encoding="utf-8")
+    start = text.index("-->\n") + len("-->\n")
+    end = text.index("\n<!-- end generated -->")
+    assert text[start:end] == settings_module.markdown_table(), (
+        "docs/settings.md is stale: paste rerank_plugins.settings.markdown_table()")
