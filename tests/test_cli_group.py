@@ -22,7 +22,6 @@ def test_help_lists_every_command_without_importing_any():
 
 def test_a_collection_name_works_for_eval_as_for_the_other_commands(tmp_path, monkeypatch):
     from click.testing import CliRunner
-
     from rerank_ops.cli import main
 
     monkeypatch.setenv("RERANK_DATA_DIR", str(tmp_path))
