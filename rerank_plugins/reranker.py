@@ -536,20 +536,24 @@ def _status(scored: _Scored, lookup: _Lookup, shadow: bool) -> Status:
 def _metrics(model: str, request: _Request, result: RerankResult) -> None:
     status = result.status.value
     reason = result.fallback_reason.value if result.fallback_reason else ""
+    variant = result.variant
     t = result.timings
-    instruments.observe(c.REQUEST_DURATION, t.total, model=model, status=status)
+    instruments.observe(c.REQUEST_DURATION, t.total, model=model, status=status,
+                        variant=variant)
     for stage in c.STAGES:
         instruments.observe(c.STAGE_DURATION, getattr(t, stage), model=model, stage=stage)
-    instruments.add(c.REQUESTS, 1, model=model, status=status, reason=reason)
+    instruments.add(c.REQUESTS, 1, model=model, status=status, reason=reason,
+                    variant=variant)
     if reason:
-        instruments.add(c.FALLBACKS, 1, model=model, reason=reason)
+        instruments.add(c.FALLBACKS, 1, model=model, reason=reason, variant=variant)
         instruments.add(c.ERRORS, 1, stage="score", cause=reason)
     instruments.observe(c.CANDIDATES, len(request.candidates), model=model)
     instruments.observe(c.KEPT, len(result.items), model=model)
     if result.truncated:
         instruments.add(c.TRUNCATIONS, result.truncated, model=model)
     if result.items and result.items[0].model_score is not None:
-        instruments.observe(c.TOP1_SCORE, result.items[0].model_score, model=model)
+        instruments.observe(c.TOP1_SCORE, result.items[0].model_score, model=model,
+                            variant=variant)
 
 
 def _time_left(deadline: Deadline) -> bool:

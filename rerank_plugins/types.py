@@ -123,6 +123,8 @@ class RerankResult:
     dropped: tuple[RankedItem, ...] = ()
     model_id: str = ""
     request_id: str = ""
+    variant: str = "control"  #: which rollout arm served ("control" without a split)
+    model_version: str = ""  #: the serving scorer's revision
 
     def __len__(self) -> int:
         return len(self.items)

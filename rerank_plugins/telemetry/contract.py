@@ -92,6 +92,16 @@ L_REVISION = "revision"
 L_DEVICE = "device"
 L_DTYPE = "dtype"
 L_FEATURE = "feature"
+L_VARIANT = "variant"  #: "control" or a rollout variant's name (canary / A-B split)
+L_POLICY = "policy"
+L_ACTION = "action"
+L_KIND = "kind"
+
+#: Why a candidate counts as missing a feature (``rerank_candidate_features_missing``).
+MISSING_FEATURES = ("text", "retrieval_score", "policy_metadata")
+#: What a policy did to a candidate (``rerank_policy_actions``).
+POLICY_ACTIONS = ("blocked", "boosted", "lowered")
+CONTROL_VARIANT = "control"
 
 STAGES = ("validate", "cache", "score", "select")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -99,7 +109,7 @@ CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 REQUEST_DURATION = MetricSpec(
     "rerank_request_duration", Kind.HISTOGRAM, "s",
     "Wall time of one rerank request, by the path that served it.",
-    (L_MODEL, L_STATUS), LATENCY_BUCKETS_S,
+    (L_MODEL, L_STATUS, L_VARIANT), LATENCY_BUCKETS_S,
 )
 STAGE_DURATION = MetricSpec(
     "rerank_stage_duration", Kind.HISTOGRAM, "s",
@@ -109,12 +119,12 @@ STAGE_DURATION = MetricSpec(
 REQUESTS = MetricSpec(
     "rerank_requests", Kind.COUNTER, "{request}",
     "Rerank requests answered, by status and fallback reason ('' when none).",
-    (L_MODEL, L_STATUS, L_REASON),
+    (L_MODEL, L_STATUS, L_REASON, L_VARIANT),
 )
 FALLBACKS = MetricSpec(
     "rerank_fallbacks", Kind.COUNTER, "{request}",
     "Requests the primary model did not serve, by reason.",
-    (L_MODEL, L_REASON),
+    (L_MODEL, L_REASON, L_VARIANT),
 )
 ERRORS = MetricSpec(
     "rerank_errors", Kind.COUNTER, "{error}",
@@ -155,7 +165,25 @@ MODEL_INFO = MetricSpec(
 TOP1_SCORE = MetricSpec(
     "rerank_top1_score", Kind.HISTOGRAM, "1",
     "Relevance score of the first result of each model-scored request.",
-    (L_MODEL,), SCORE_BUCKETS,
+    (L_MODEL, L_VARIANT), SCORE_BUCKETS,
+)
+FEATURES_MISSING = MetricSpec(
+    "rerank_candidate_features_missing", Kind.COUNTER, "{candidate}",
+    "Candidates arriving without a feature the stage uses: 'text' (empty), "
+    "'retrieval_score' (none or not finite) or 'policy_metadata' (a key a policy "
+    "declared it needs).",
+    (L_MODEL, L_FEATURE),
+)
+POLICY_ACTIONS = MetricSpec(
+    "rerank_policy_actions", Kind.COUNTER, "{candidate}",
+    "Candidates a policy blocked, boosted or lowered, by policy name.",
+    (L_MODEL, L_POLICY, L_ACTION),
+)
+FEEDBACK = MetricSpec(
+    "rerank_feedback", Kind.COUNTER, "{event}",
+    "User feedback recorded with Reranker.feedback: 'click' (label 1 at a position) "
+    "or 'label' (a graded judgment), by variant.",
+    (L_MODEL, L_VARIANT, L_KIND),
 )
 MODEL_PAIRS = MetricSpec(
     "rerank_model_pairs", Kind.COUNTER, "{pair}",
@@ -184,6 +212,7 @@ LIBRARY_METRICS: tuple[MetricSpec, ...] = (
     REQUEST_DURATION, STAGE_DURATION, REQUESTS, FALLBACKS, ERRORS, CANDIDATES, KEPT,
     CACHE_LOOKUPS, CACHE_ERRORS, CIRCUIT_STATE, TRUNCATIONS, MODEL_INFO, TOP1_SCORE,
     MODEL_PAIRS, MODEL_DURATION, EVENTS_WRITTEN, EVENTS_DROPPED, INFLIGHT_ABANDONED,
+    FEATURES_MISSING, POLICY_ACTIONS, FEEDBACK,
 )
 
 # Published by `rerank-ops drift` (Prometheus textfile collector / Pushgateway).

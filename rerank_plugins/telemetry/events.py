@@ -42,7 +42,16 @@ FIELDS: dict[str, str] = {
     "retrieval_score_max": "float", "retrieval_score_std": "float",
     "score_top1": "float", "score_mean": "float", "score_std": "float", "score_gap12": "float",
     "n_kept_after_threshold": "int", "query_text": "str",
+    # rollout (absent in events written before variants existed)
+    "event": "str", "variant": "str", "model_version": "str", "served": "bool",
+    # feedback events (event == "feedback"): which result of which request
+    "request_id": "str", "doc_fp": "str", "label": "float", "position": "int",
 }
+
+#: ``event`` of a request record (also assumed when the field is absent) and of a
+#: feedback record (``Reranker.feedback``).
+REQUEST_EVENT = "rerank"
+FEEDBACK_EVENT = "feedback"
 
 
 def word_count(text: str) -> int:
@@ -66,11 +75,14 @@ def event_files(path: str | os.PathLike) -> list[Path]:
 
 
 def read_events(path: str | os.PathLike, *, since: float | None = None,
-                until: float | None = None) -> Iterator[dict]:
+                until: float | None = None, kind: str | None = REQUEST_EVENT
+                ) -> Iterator[dict]:
     """Yield the events stored at ``path``, optionally within ``[since, until)`` (unix s).
 
-    A JSONL line without its newline (a file still being written) is skipped, as
-    are records of a schema version this code does not know.
+    ``kind``: request records (``"rerank"``, the default: what drift reads),
+    ``"feedback"`` records, or ``None`` for both. A JSONL line without its newline
+    (a file still being written) is skipped, as are records of a schema version this
+    code does not know.
     """
     for file in event_files(path):
         if file.suffix == ".parquet":
@@ -81,6 +93,8 @@ def read_events(path: str | os.PathLike, *, since: float | None = None,
             rows = _jsonl_rows(file)
         for row in rows:
             if row.get("schema_version") != SCHEMA_VERSION:
+                continue
+            if kind is not None and (row.get("event") or REQUEST_EVENT) != kind:
                 continue
             ts = row.get("ts")
             if since is not None and (ts is None or ts < since):
@@ -117,6 +131,7 @@ def build_event(
     model_revision: str,
     kept_after_threshold: int,
     include_text: bool = False,
+    served: bool = True,
 ) -> dict:
     """Assemble one schema-v1 event from a finished request."""
     now = time.time()
@@ -161,5 +176,28 @@ def build_event(
         "score_gap12": (ordered[0] - ordered[1]) if len(ordered) > 1 else None,
         "n_kept_after_threshold": kept_after_threshold,
         "query_text": query if include_text else None,
+        "event": REQUEST_EVENT,
+        "variant": getattr(result, "variant", "") or "",
+        "model_version": getattr(result, "model_version", "") or "",
+        "served": served,
+        "request_id": result.request_id,
+        "doc_fp": None, "label": None, "position": None,
     }
     return event
+
+
+def build_feedback_event(*, request_id: str, doc_fp: str, label: float,
+                         position: int | None, variant: str, model_id: str,
+                         model_version: str) -> dict:
+    """One feedback record: ``label`` for the result ``doc_fp`` (a keyed fingerprint of
+    the caller's document id, never the id itself) of request ``request_id``."""
+    now = time.time()
+    return {
+        **dict.fromkeys(FIELDS),
+        "schema_version": SCHEMA_VERSION, "event": FEEDBACK_EVENT,
+        "event_id": uuid.uuid4().hex,
+        "timestamp": datetime.fromtimestamp(now, tz=timezone.utc).isoformat(), "ts": now,
+        "request_id": request_id, "doc_fp": doc_fp, "label": float(label),
+        "position": position, "variant": variant, "model_id": model_id,
+        "model_version": model_version,
+    }

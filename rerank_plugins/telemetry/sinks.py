@@ -294,7 +294,8 @@ class ParquetSink:
         """The Arrow schema of schema-version-1 events."""
         import pyarrow as pa
 
-        types = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+        types = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(),
+                 "bool": pa.bool_()}
         return pa.schema([(name, types[kind]) for name, kind in FIELDS.items()])
 
     def due(self) -> bool:
