@@ -36,6 +36,7 @@ lint: venv
 
 generate: venv
 	$(VENV)/bin/rerank-ops mixin --write
+	$(PY) scripts/update_settings_doc.py
 
 bench: venv
 	$(PY) benchmarks/run.py

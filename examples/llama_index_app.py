@@ -49,7 +49,6 @@ def main() -> None:
     # The one line: LlamaIndex's SentenceTransformerRerank -> CrossEncoderRerank.
     rerank = CrossEncoderRerank(model=os.environ.get("RERANK_MODEL"), top_n=3,
                                 timeout_s=2.0)
-    print(f"reranking with {rerank.describe()['model']} ({rerank.describe()['kind']})")
 
     engine = index.as_query_engine(similarity_top_k=6, node_postprocessors=[rerank])
     question = "How does a wing produce lift?"
@@ -60,6 +59,8 @@ def main() -> None:
         print(f"  {node.score:.3f}  [{meta['rerank_status']}, was #{meta['retrieval_rank']}]"
               f"  {node.node.get_content()[:70]}")
 
+    described = rerank.describe()
+    print(f"reranked with {described['model']} ({described['kind']})")
     async_response = asyncio.run(engine.aquery(question))
     statuses = {n.node.metadata["rerank_status"] for n in async_response.source_nodes}
     print(f"async query: {len(async_response.source_nodes)} nodes, status {sorted(statuses)}")

@@ -28,8 +28,9 @@ RETRIEVAL_SCORE = "retrieval_score"
 RETRIEVAL_RANK = "retrieval_rank"
 RERANK_STATUS = "rerank_status"
 RERANK_FALLBACK_REASON = "rerank_fallback_reason"
+RERANK_REQUEST_ID = "rerank_request_id"  #: pass it to ``feedback()`` with a clicked result
 RESULT_KEYS = (RELEVANCE_SCORE, RETRIEVAL_SCORE, RETRIEVAL_RANK, RERANK_STATUS,
-               RERANK_FALLBACK_REASON)
+               RERANK_FALLBACK_REASON, RERANK_REQUEST_ID)
 
 
 
@@ -120,6 +121,13 @@ class RerankSettings(RerankSettingsFields):
         device, dtype, fusion, cache and the settings changed from the defaults."""
         return self._reranker.describe()
 
+    def feedback(self, request_id: str, doc_id: str, label: float = 1.0, *,
+                 position: int | None = None) -> bool:
+        """Record a click or judgment on a returned result: ``request_id`` is its
+        ``rerank_request_id`` metadata, ``doc_id`` any stable id of the document (it is
+        fingerprinted). See :meth:`Reranker.feedback`."""
+        return self._reranker.feedback(request_id, doc_id, label, position=position)
+
     def _call_top_n(self, top_n: int | None) -> int | None:
         """``top_n`` for one call: a shared Reranker keeps its own unless set here."""
         if self._shared and "top_n" not in self.model_fields_set:
@@ -167,6 +175,7 @@ def result_metadata(item: RankedItem, result: RerankResult) -> dict[str, Any]:
         RERANK_STATUS: result.status.value,
         RERANK_FALLBACK_REASON: (
             result.fallback_reason.value if result.fallback_reason is not None else None),
+        RERANK_REQUEST_ID: result.request_id,
     }
 
 

@@ -32,6 +32,12 @@ CONFIG_SCHEMA = 1
 CONFIG_KEYS = tuple(n for n in settings_module.names()
                     if n not in settings_module.NOT_IN_CONFIG_FILE)
 _PLAIN = (str, int, float, bool, type(None))
+#: Settings whose file form is a mapping of plain values.
+_MAPPINGS = ("breaker", "split", "variants")
+
+
+def _plain_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(v, _PLAIN) for v in value.values())
 
 
 def load_settings_values(path: str | Path) -> dict[str, Any]:
@@ -57,7 +63,7 @@ def load_settings_values(path: str | Path) -> dict[str, Any]:
         raise ConfigurationError(
             f"{path}: unknown settings {unknown}; a settings file holds {', '.join(CONFIG_KEYS)}")
     for key, value in values.items():
-        if not isinstance(value, _PLAIN) and not (key == "breaker" and isinstance(value, dict)):
+        if not isinstance(value, _PLAIN) and not (key in _MAPPINGS and _plain_mapping(value)):
             raise ConfigurationError(f"{path}: {key} must be a plain JSON value, got "
                                      f"{type(value).__name__}")
     return values
@@ -81,7 +87,7 @@ def config_values(settings: RerankerSettings, keys: Iterable[str] | None = None
             value = str(value)
         if isinstance(value, Mapping):
             value = dict(value)
-        if not isinstance(value, (*_PLAIN, dict)):
+        if not isinstance(value, _PLAIN) and not (key in _MAPPINGS and _plain_mapping(value)):
             raise ConfigurationError(
                 f"{key}={value!r} is an object; a settings file holds its plain form")
         out[key] = value

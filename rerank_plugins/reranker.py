@@ -16,9 +16,12 @@ differ only in how they wait.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import inspect
 import logging
+import random
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -46,7 +49,7 @@ from .selection import Calibration, Selection, normalize, select
 from .settings import RerankerSettings, validate_top_n
 from .telemetry import contract as c
 from .telemetry import instruments
-from .telemetry.events import build_event
+from .telemetry.events import build_event, build_feedback_event
 from .telemetry.sinks import EventLog
 from .types import Candidate, FallbackReason, RerankResult, StageTimings, Status
 from .waiting import FutureWait, Plan, run_async, run_sync
@@ -55,6 +58,7 @@ logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(c.TRACER_NAME)
 
 CandidateLike = Candidate | str | Mapping
+_RECENT_REQUESTS = 10_000  #: request id -> variant remembered for feedback()
 
 
 # -- values passed between the steps -------------------------------------------------
@@ -72,6 +76,11 @@ class _Request:
     started: float
     request_id: str
     validate_s: float
+    primary: _Slot  #: the slots serving this request (a hot swap never changes them)
+    secondary: _Slot | None
+    missing: dict[str, int]  #: feature -> candidates without it
+    variant: str = c.CONTROL_VARIANT
+    served: bool = True  #: False for the background arm of a shadow-compare
 
 
 @dataclass(frozen=True)
@@ -105,13 +114,24 @@ class _Scored:
 class _Slot:
     """A scorer with its own inference engine and circuit breaker."""
 
-    def __init__(self, scorer: Scorer, breaker: CircuitBreaker, engine_options: dict):
+    def __init__(self, scorer: Scorer, breaker: CircuitBreaker, engine_options: dict,
+                 selection: RerankerSettings | None = None, owned: bool = False):
         self.scorer = scorer
         self.breaker = breaker
+        self.selection = selection  #: settings with fusion resolved for this scorer
+        self.owned = owned  #: the Reranker loaded the scorer, so it closes it
         self.engine = InferenceEngine(scorer.score_many, name=scorer.model_id, **engine_options)
+        self.inflight = 0  #: requests holding this slot (guarded by the Reranker's lock)
+        self.retired = False  #: swapped out: close once the last request leaves
         instruments.register_breaker(breaker)
         instruments.register_engine(scorer.model_id, self.engine)
         instruments.register_model(scorer.describe())
+
+    def close(self) -> None:
+        self.engine.close()
+        closer = getattr(self.scorer, "close", None) if self.owned else None
+        if callable(closer):
+            closer()
 
     def attempt(self, query: str, texts: list[str], deadline: Deadline
                 ) -> Plan[ScoreOutput]:
@@ -134,6 +154,92 @@ class _Slot:
             raise _as_scorer_error(exc) from exc
         self.breaker.record_success(permit)
         return output
+
+
+class _Rollout:
+    """Canary / A-B arms of a Reranker: which arm serves a request, and the
+    background scoring of shadow-compare mode. Without ``variants`` it routes
+    everything to the control and costs one dict lookup."""
+
+    #: shadow-compare jobs queued at most; more are skipped (and counted), never waited on
+    MAX_PENDING = 16
+
+    def __init__(self, owner: Reranker) -> None:
+        s = owner.settings
+        self.owner = owner
+        self.mode = s.variant_mode
+        self.split = sorted((s.split or {}).items())
+        self.arms: dict[str, Reranker] = {
+            name: self._arm(owner, value) for name, value in (s.variants or {}).items()}
+        self._pool = None
+        self._pending = 0
+        self.skipped = 0
+
+    @staticmethod
+    def _arm(owner: Reranker, value) -> Reranker:
+        if isinstance(value, Reranker):
+            return value  # the caller's: not closed by us
+        secondary = owner._secondary.scorer if owner._secondary else None
+        arm = Reranker(owner._load(value), settings=owner.settings.replace(
+            model=None, variants=None, split=None, variant_mode="split",
+            cache=owner.cache, event_log=owner.event_log, calibration=None,
+            secondary_scorer=secondary,
+            breaker=owner.settings.breaker if isinstance(owner.settings.breaker, Mapping)
+            else None))
+        owner._owned.append(arm)
+        return arm
+
+    def bucket(self, key: str | None) -> float:
+        """A point in [0, 1): the same for the same key (and secret), uniform."""
+        if key is None:
+            return random.random()
+        digest = self.owner._fp.fingerprint("rollout\x1f" + str(key))
+        return int(digest[:13], 16) / float(16 ** 13)
+
+    def pick(self, key: str | None) -> str | None:
+        point, upto = self.bucket(key), 0.0
+        for name, share in self.split:
+            upto += share
+            if point < upto:
+                return name
+        return None
+
+    def route(self, key: str | None) -> tuple[str, Reranker]:
+        name = self.pick(key) if self.split and self.mode == "split" else None
+        if name is None:
+            return c.CONTROL_VARIANT, self.owner
+        return name, self.arms[name]
+
+    def compare(self, query, candidates, top_n, key) -> None:
+        """Shadow-compare: score the request with the variant in the background."""
+        if self.mode != "shadow_compare" or not self.split:
+            return
+        name = self.pick(key)
+        if name is None:
+            return
+        with self.owner._lock:
+            if self._pending >= self.MAX_PENDING:
+                self.skipped += 1
+                return
+            self._pending += 1
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="rerank-shadow-compare")
+        arm = self.arms[name]
+        self._pool.submit(self._run, arm, name, query, list(candidates), top_n)
+
+    def _run(self, arm: Reranker, name: str, query, candidates, top_n) -> None:
+        try:
+            run_sync(arm._serve(query, candidates, top_n, variant=name, served=False))
+        except Exception as exc:  # noqa: BLE001 - the served answer is already out
+            logger.warning("shadow-compare of %s failed: %s", name, type(exc).__name__)
+        finally:
+            with self.owner._lock:
+                self._pending -= 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _as_scorer_error(exc: BaseException) -> ScorerError:
@@ -175,16 +281,18 @@ class Reranker:
             raise ConfigurationError("settings must be a RerankerSettings")
         self.settings = RerankerSettings.build(settings, **values)
         self._owned: list[Any] = []
+        self._lock = threading.Lock()  # slot hand-over (hot swap) and recent requests
         s = self.settings
         scorer = self._primary_scorer(scorer)
-        engine_options = {"max_threads": s.max_inference_threads, "max_pending": s.max_pending,
-                          "stuck_after_s": s.stuck_after_s if s.stuck_after_s is not None
-                          else max(1.0, 2 * (s.timeout_s or 5.0))}
-        self._primary = _Slot(scorer, _breaker(s.breaker), engine_options)
+        self._engine_options = {
+            "max_threads": s.max_inference_threads, "max_pending": s.max_pending,
+            "stuck_after_s": s.stuck_after_s if s.stuck_after_s is not None
+            else max(1.0, 2 * (s.timeout_s or 5.0))}
+        self._primary = self._slot(scorer, _breaker(s.breaker))
         self._secondary = None
         if s.secondary_scorer is not None:
-            self._secondary = _Slot(self._load(s.secondary_scorer),
-                                    CircuitBreaker("secondary_scorer"), engine_options)
+            self._secondary = self._slot(self._load(s.secondary_scorer),
+                                         CircuitBreaker("secondary_scorer"))
         self.cache: PairCache | None = self._own(_cache(s.cache), s.cache)
         self.calibration: Calibration | None = (
             Calibration.load(s.calibration) if isinstance(s.calibration, (str, Path))
@@ -194,7 +302,8 @@ class Reranker:
         self.include_text = s.include_text or bool(self.event_log and
                                                    self.event_log.include_text)
         self._fp = Fingerprinter(s.secret)
-        self._selection = s.replace(fusion=resolve_fusion(s.fusion, scorer))
+        self._rollout = _Rollout(self)
+        self._recent: collections.OrderedDict[str, str] = collections.OrderedDict()
         instruments.get()
         logger.info("rerank-plugins: reranking with %s (%s)", scorer.model_id,
                     self.describe()["kind"])
@@ -220,6 +329,11 @@ class Reranker:
         return self._own(load_scorer(model, device=s.device, dtype=s.dtype,
                                      max_length=s.max_length,
                                      trust_remote_code=s.trust_remote_code), "built")
+
+    def _slot(self, scorer: Scorer, breaker: CircuitBreaker) -> _Slot:
+        selection = self.settings.replace(fusion=resolve_fusion(self.settings.fusion, scorer))
+        owned = any(component is scorer for component in self._owned)
+        return _Slot(scorer, breaker, self._engine_options, selection, owned)
 
     def _own(self, component, setting):
         """Remember ``component`` for close() when this Reranker built it."""
@@ -257,7 +371,8 @@ class Reranker:
         fusion, the cache backend and the settings that differ from the defaults."""
         info = dict(self.scorer.describe())
         info.setdefault("kind", _kind(self.scorer))
-        info["fusion"] = self._selection.fusion
+        info["fusion"] = self._primary.selection.fusion
+        info["variants"] = {name: arm.model_id for name, arm in self._rollout.arms.items()}
         info["cache"] = getattr(self.cache, "backend", "custom") if self.cache else "none"
         info["settings"] = {k: v for k, v in self.settings.changed().items()
                             if isinstance(v, (str, int, float, bool, type(None)))
@@ -265,26 +380,82 @@ class Reranker:
         return info
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *,
-               top_n: int | None = None) -> RerankResult:
+               top_n: int | None = None, key: str | None = None) -> RerankResult:
         """Rerank ``candidates`` for ``query``.
 
-        Never raises for model or cache failures (the status says which path served);
-        raises ``TypeError``/``InvalidInputError`` only for calls that cannot be
-        answered, before any work starts.
+        ``key`` (a user or session id; fingerprinted, never logged) pins the caller to
+        one rollout arm when ``split`` is set. Never raises for model or cache
+        failures (the status says which path served); raises ``TypeError`` /
+        ``InvalidInputError`` only for calls that cannot be answered, before any work.
         """
-        request, lookup = self._begin(query, candidates, top_n)
-        scored = run_sync(self._plan(request, lookup)) if lookup.misses else _Scored()
-        return self._finish(request, lookup, scored)
+        return run_sync(self._request(query, candidates, top_n, key))
 
     async def arerank(self, query: str, candidates: Sequence[CandidateLike], *,
-                      top_n: int | None = None) -> RerankResult:
+                      top_n: int | None = None, key: str | None = None) -> RerankResult:
         """Async :meth:`rerank`: awaits the shared inference engine without a thread hop."""
-        request, lookup = self._begin(query, candidates, top_n)
-        scored = await run_async(self._plan(request, lookup)) if lookup.misses else _Scored()
-        return self._finish(request, lookup, scored)
+        return await run_async(self._request(query, candidates, top_n, key))
+
+    def swap_scorer(self, scorer: Scorer, *,
+                    warmup: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
+        """Serve ``scorer`` from now on, without a restart and without failing a request.
+
+        The new scorer gets its own engine and breaker and runs ``warmup`` (query,
+        texts) pairs first, on the calling thread, off the request path; if a warm-up
+        call fails, the swap is refused (``ScorerError``) and the old scorer keeps
+        serving. The switch is atomic: requests already running finish on the old
+        scorer, which is closed (its engine; the scorer itself if this Reranker loaded
+        it) when the last of them leaves. Cache entries stay apart by the scorers'
+        ``cache_namespace``.
+        """
+        if not isinstance(scorer, Scorer):
+            raise ConfigurationError(f"{type(scorer).__name__} does not implement Scorer")
+        breaker = self.settings.breaker if isinstance(self.settings.breaker, Mapping) else None
+        new = self._slot(scorer, _breaker(breaker))
+        try:
+            for query, texts in warmup:
+                future = new.engine.submit([ScoreRequest(safe_text(query),
+                                                         [safe_text(t) for t in texts])])
+                future.result(timeout=max(1.0, 10 * (self.settings.timeout_s or 5.0)))
+        except BaseException as exc:
+            new.close()
+            raise _as_scorer_error(exc) from exc
+        with self._lock:
+            old, self._primary = self._primary, new
+            old.retired = True
+            idle = old.inflight == 0
+        if idle:
+            old.close()
+        logger.info("rerank-plugins: swapped %s for %s", old.scorer.model_id, scorer.model_id)
+
+    def feedback(self, request_id: str, doc_id: str, label: float = 1.0, *,
+                 position: int | None = None, variant: str | None = None) -> bool:
+        """Record user feedback on one returned result: a click (``label=1.0`` with the
+        ``position`` it was shown at) or a graded judgment (``position=None``).
+
+        Written to the event log with the document id fingerprinted and counted in
+        ``rerank_feedback``; ``variant`` defaults to the arm that served the request
+        (remembered for the last 10,000 requests). Returns True when an event was
+        written. Never raises for a bad id: bad types raise ``TypeError``.
+        """
+        if not isinstance(request_id, str) or not isinstance(doc_id, str):
+            raise TypeError("request_id and doc_id must be str")
+        if isinstance(label, bool) or not isinstance(label, (int, float)):
+            raise TypeError("label must be a number (1.0 for a click)")
+        with self._lock:
+            variant = variant or self._recent.get(request_id, c.CONTROL_VARIANT)
+        arm = self._rollout.arms.get(variant, self)
+        kind = "click" if position is not None else "label"
+        instruments.add(c.FEEDBACK, 1, model=arm.model_id, variant=variant, kind=kind)
+        if self.event_log is None:
+            return False
+        return self.event_log.emit(build_feedback_event(
+            request_id=request_id, doc_fp=self._fp.fingerprint(doc_id), label=label,
+            position=position, variant=variant, model_id=arm.model_id,
+            model_version=arm.scorer.revision))
 
     def close(self) -> None:
         """Stop worker threads and close what this Reranker created (see Ownership)."""
+        self._rollout.close()
         self._primary.engine.close()
         if self._secondary:
             self._secondary.engine.close()
@@ -297,16 +468,41 @@ class Reranker:
                     logger.warning("closing %s failed: %s", type(component).__name__, exc)
         self._owned.clear()
 
-    # -- 1-2. validate, cache -----------------------------------------------------
-    def _begin(self, query, candidates, top_n) -> tuple[_Request, _Lookup]:
-        request = _validate(query, candidates, top_n, self.settings, self._fp)
-        return request, self._lookup(request)
+    # -- the request, one plan for both paths --------------------------------------
+    def _request(self, query, candidates, top_n, key) -> Plan[RerankResult]:
+        name, arm = self._rollout.route(key)
+        result = yield from arm._serve(query, candidates, top_n, variant=name)
+        with self._lock:
+            self._recent[result.request_id] = name
+            while len(self._recent) > _RECENT_REQUESTS:
+                self._recent.popitem(last=False)
+        self._rollout.compare(query, candidates, top_n, key)
+        return result
 
+    def _serve(self, query, candidates, top_n, *, variant: str = c.CONTROL_VARIANT,
+               served: bool = True) -> Plan[RerankResult]:
+        with self._lock:  # the slots this request runs on, whatever a swap does
+            primary, secondary = self._primary, self._secondary
+            primary.inflight += 1
+        try:
+            request = _validate(query, candidates, top_n, self.settings, self._fp,
+                                primary, secondary, variant, served)
+            lookup = self._lookup(request)
+            scored = (yield from self._plan(request, lookup)) if lookup.misses else _Scored()
+            return self._finish(request, lookup, scored)
+        finally:
+            with self._lock:
+                primary.inflight -= 1
+                idle = primary.retired and primary.inflight == 0
+            if idle:
+                primary.close()
+
+    # -- 2. cache -------------------------------------------------------------------
     def _lookup(self, request: _Request) -> _Lookup:
         if self.cache is None or not request.candidates:
             return _Lookup([], [None] * len(request.candidates))
         started = time.perf_counter()
-        namespace = self._primary.scorer.cache_namespace
+        namespace = request.primary.scorer.cache_namespace
         keys = [pair_key(namespace, request.query_fp, self._fp.fingerprint(t))
                 for t in request.texts]
         backend = getattr(self.cache, "backend", "custom")
@@ -332,9 +528,9 @@ class Reranker:
         nobody (the retrieval order)."""
         started = time.perf_counter()
         reason: FallbackReason | None = None
-        chain = [(self._primary, False)]
-        if self._secondary is not None:
-            chain.append((self._secondary, True))
+        chain = [(request.primary, False)]
+        if request.secondary is not None:
+            chain.append((request.secondary, True))
         for slot, all_texts in chain:
             if reason is not None and not _time_left(request.deadline):
                 break  # a timeout spent the budget: no doomed call to the next scorer
@@ -353,13 +549,13 @@ class Reranker:
     def _finish(self, request: _Request, lookup: _Lookup, scored: _Scored) -> RerankResult:
         started = time.perf_counter()
         raw = self._raw_scores(request, lookup, scored)
-        slot = scored.slot or self._primary
+        slot = scored.slot or request.primary
         model_scores = None
         if raw is not None:
-            calibration = self.calibration if slot is self._primary else None
+            calibration = self.calibration if slot is request.primary else None
             model_scores = normalize(raw, slot.scorer.activation, calibration)
         status = _status(scored, lookup, self.settings.shadow)
-        selection = select(request.candidates, raw, model_scores, self._selection,
+        selection = select(request.candidates, raw, model_scores, request.primary.selection,
                            top_n=request.top_n, tail=request.tail,
                            shadow=status is Status.SHADOW)
         result = RerankResult(
@@ -370,7 +566,8 @@ class Reranker:
             cache_hits=lookup.hits, cache_misses=lookup.misses,
             truncated=scored.output.truncated if scored.output else 0,
             dropped=tuple(selection.dropped),
-            model_id=slot.scorer.model_id, request_id=request.request_id)
+            model_id=slot.scorer.model_id, request_id=request.request_id,
+            variant=request.variant, model_version=slot.scorer.revision)
         self._record(request, result, model_scores or [], selection, slot)
         return result
 
@@ -380,12 +577,12 @@ class Reranker:
         new primary scores are written to the cache here."""
         if not request.candidates or (scored.slot is None and scored.reason is not None):
             return None if request.candidates else []
-        from_secondary = scored.slot is not None and scored.slot is self._secondary
+        from_secondary = scored.slot is not None and scored.slot is request.secondary
         # the secondary scored every candidate: cached primary scores are not mixed in
         raw = [None] * len(lookup.cached) if from_secondary else list(lookup.cached)
         for index, value in scored.scores.items():
             raw[index] = value
-        if scored.slot is self._primary and scored.scores and self.cache is not None:
+        if scored.slot is request.primary and scored.scores and self.cache is not None:
             self._store(lookup, scored.scores)
         if scored.output is not None:
             model = scored.slot.scorer.model_id
@@ -403,7 +600,7 @@ class Reranker:
     def _record(self, request: _Request, result: RerankResult, model_scores: list[float],
                 selection: Selection, slot: _Slot) -> None:
         try:
-            _metrics(self.model_id, request, result)
+            _metrics(request.primary.scorer.model_id, request, result, selection)
             self._span(request, result)
             if self.event_log is not None and request.candidates and \
                     self.event_log.should_sample():
@@ -413,7 +610,7 @@ class Reranker:
                     model_scores=model_scores, result=result,
                     model_revision=slot.scorer.revision,
                     kept_after_threshold=selection.passed_threshold,
-                    include_text=self.include_text))
+                    include_text=self.include_text, served=request.served))
         except Exception as exc:  # noqa: BLE001 - telemetry must never fail a request
             logger.warning("telemetry failed: %s", type(exc).__name__)
 
@@ -424,8 +621,9 @@ class Reranker:
         start_ns = end_ns - int(result.timings.total * 1e9)
         reason = result.fallback_reason.value if result.fallback_reason else ""
         attributes = {
-            c.ATTR_MODEL: self.model_id, c.ATTR_REVISION: self.scorer.revision,
-            c.ATTR_GENAI_MODEL: self.model_id, c.ATTR_GENAI_OPERATION: c.GENAI_OPERATION,
+            c.ATTR_MODEL: result.model_id, c.ATTR_REVISION: result.model_version,
+            c.ATTR_GENAI_MODEL: result.model_id, c.ATTR_VARIANT: result.variant,
+            c.ATTR_GENAI_OPERATION: c.GENAI_OPERATION,
             c.ATTR_CANDIDATES: len(request.candidates), c.ATTR_KEPT: len(result.items),
             c.ATTR_CACHE_HITS: result.cache_hits, c.ATTR_STATUS: result.status.value,
             c.ATTR_FALLBACK_REASON: reason, c.ATTR_TRUNCATIONS: result.truncated,
@@ -465,8 +663,9 @@ Reranker.__doc__ = Reranker.__doc__.replace(
 
 
 # -- step 1: validation -------------------------------------------------------------
-def _validate(query, candidates, top_n, settings: RerankerSettings,
-              fp: Fingerprinter) -> _Request:
+def _validate(query, candidates, top_n, settings: RerankerSettings, fp: Fingerprinter,
+              primary: _Slot, secondary: _Slot | None, variant: str,
+              served: bool) -> _Request:
     started = time.perf_counter()
     if not isinstance(query, str):
         raise TypeError(f"query must be a str, got {type(query).__name__}")
@@ -494,7 +693,19 @@ def _validate(query, candidates, top_n, settings: RerankerSettings,
         query=safe_query, query_fp=fp.fingerprint(safe_query), candidates=head,
         texts=[safe_text(x.text) for x in head], tail=tail, top_n=top_n,
         deadline=Deadline(settings.timeout_s), started=started,
-        request_id=uuid.uuid4().hex, validate_s=time.perf_counter() - started)
+        request_id=uuid.uuid4().hex, validate_s=time.perf_counter() - started,
+        primary=primary, secondary=secondary, missing=_missing(items, settings.policies),
+        variant=variant, served=served)
+
+
+def _missing(items: list[Candidate], policies) -> dict[str, int]:
+    """Candidates without each feature the stage uses (the M5 availability SLI)."""
+    needs = {key for policy in policies for key in getattr(policy, "needs", ())}
+    return {
+        "text": sum(1 for x in items if not x.text.strip()),
+        "retrieval_score": sum(1 for x in items if x.retrieval_score is None),
+        "policy_metadata": sum(1 for x in items if needs and not needs <= set(x.metadata)),
+    }
 
 
 def _coerce(index: int, item) -> Candidate:
@@ -533,7 +744,8 @@ def _status(scored: _Scored, lookup: _Lookup, shadow: bool) -> Status:
     return Status.OK
 
 
-def _metrics(model: str, request: _Request, result: RerankResult) -> None:
+def _metrics(model: str, request: _Request, result: RerankResult,
+             selection: Selection) -> None:
     status = result.status.value
     reason = result.fallback_reason.value if result.fallback_reason else ""
     variant = result.variant
@@ -554,6 +766,11 @@ def _metrics(model: str, request: _Request, result: RerankResult) -> None:
     if result.items and result.items[0].model_score is not None:
         instruments.observe(c.TOP1_SCORE, result.items[0].model_score, model=model,
                             variant=variant)
+    for feature, count in request.missing.items():
+        if count:
+            instruments.add(c.FEATURES_MISSING, count, model=model, feature=feature)
+    for (policy, action), count in selection.policy_actions.items():
+        instruments.add(c.POLICY_ACTIONS, count, model=model, policy=policy, action=action)
 
 
 def _time_left(deadline: Deadline) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigurationError
@@ -129,24 +129,45 @@ Policy = Callable[[Candidate, float], float | None]
 to block the candidate (it is then listed in ``RerankResult.dropped``)."""
 
 
-def block_if(predicate: Callable[[Mapping], bool]) -> Policy:
-    """Policy that blocks candidates whose metadata satisfies ``predicate``."""
+def _named(policy, name: str | None, default: str, needs: Sequence[str]) -> Policy:
+    policy.policy_name = name or default  # the ``policy`` label of rerank_policy_actions
+    policy.needs = tuple(needs)  # metadata keys it reads (missing ones are counted)
+    return policy
+
+
+def policy_name(policy: Policy) -> str:
+    """The name a policy is counted under in ``rerank_policy_actions``."""
+    return getattr(policy, "policy_name", None) or getattr(policy, "__name__", "policy")
+
+
+def block_if(predicate: Callable[[Mapping], bool], *, name: str | None = None,
+             needs: Sequence[str] = ()) -> Policy:
+    """Policy that blocks candidates whose metadata satisfies ``predicate``.
+
+    Args:
+        predicate: Reads a candidate's metadata; True blocks it.
+        name: The ``policy`` label in metrics. Defaults to ``"block_if"``.
+        needs: Metadata keys the predicate reads; candidates without one are
+            counted in ``rerank_candidate_features_missing{feature="policy_metadata"}``.
+    """
 
     def policy(candidate: Candidate, score: float) -> float | None:
         return None if predicate(candidate.metadata) else score
 
-    return policy
+    return _named(policy, name, "block_if", needs)
 
 
-def boost_if(predicate: Callable[[Mapping], bool], amount: float) -> Policy:
-    """Policy that adds ``amount`` to the score of matching candidates (clamped to [0, 1])."""
+def boost_if(predicate: Callable[[Mapping], bool], amount: float, *, name: str | None = None,
+             needs: Sequence[str] = ()) -> Policy:
+    """Policy that adds ``amount`` to the score of matching candidates (clamped to [0, 1]);
+    ``name`` and ``needs`` as for :func:`block_if`."""
 
     def policy(candidate: Candidate, score: float) -> float | None:
         if predicate(candidate.metadata):
             return min(1.0, max(0.0, score + amount))
         return score
 
-    return policy
+    return _named(policy, name, "boost_if", needs)
 
 
 def _minmax(values: Sequence[float]) -> list[float]:
@@ -236,27 +257,34 @@ class Selection:
     kept: list[RankedItem]
     dropped: list[RankedItem]
     passed_threshold: int
+    #: (policy name, "blocked" | "boosted" | "lowered") -> candidates
+    policy_actions: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __iter__(self):  # ``kept, dropped, passed = select(...)``
         return iter((self.kept, self.dropped, self.passed_threshold))
 
 
-def _apply_policies(policies, candidate: Candidate, score: float) -> float | None:
+def _apply_policies(policies, candidate: Candidate, score: float,
+                    actions: dict | None = None) -> float | None:
     for policy in policies:
-        score = policy(candidate, score)
+        before, score = score, policy(candidate, score)
+        if actions is not None and score != before:
+            action = "blocked" if score is None else "boosted" if score > before else "lowered"
+            key = (policy_name(policy), action)
+            actions[key] = actions.get(key, 0) + 1
         if score is None:
             return None
     return score
 
 
-def _score_order(candidates, raw_scores, model_scores, settings):
+def _score_order(candidates, raw_scores, model_scores, settings, actions):
     """Scored candidates by relevance (ties: model score, then retrieval rank), and
     the policy-blocked ones."""
     fused = fuse(model_scores, candidates, settings)
     ranked: list[tuple[float, float, int, RankedItem]] = []
     blocked: list[RankedItem] = []
     for index, candidate in enumerate(candidates):
-        score = _apply_policies(settings.policies, candidate, fused[index])
+        score = _apply_policies(settings.policies, candidate, fused[index], actions)
         item = RankedItem(candidate, None if score is None else float(score),
                           float(model_scores[index]), float(raw_scores[index]), index)
         if score is None:
@@ -281,7 +309,7 @@ def _passing(ordered: list[RankedItem], settings) -> tuple[list[RankedItem], int
     return passing, count
 
 
-def _unscored(candidates: Sequence[Candidate], policies, offset: int = 0):
+def _unscored(candidates: Sequence[Candidate], policies, actions, offset: int = 0):
     """Candidates without a model score, in retrieval order, and the blocked ones.
 
     Policies still run (with a neutral 0.5 for the missing score): a model outage or
@@ -289,7 +317,8 @@ def _unscored(candidates: Sequence[Candidate], policies, offset: int = 0):
     allowed, blocked = [], []
     for index, candidate in enumerate(candidates):
         item = RankedItem(candidate, None, None, None, offset + index)
-        (blocked if _apply_policies(policies, candidate, 0.5) is None else allowed).append(item)
+        verdict = _apply_policies(policies, candidate, 0.5, actions)
+        (blocked if verdict is None else allowed).append(item)
     return allowed, blocked
 
 
@@ -320,12 +349,15 @@ def select(
     """
     validate_top_n(top_n)
     limit = top_n if top_n is not None else settings.top_n
-    tail_items, tail_blocked = _unscored(tail, settings.policies, offset=len(candidates))
+    actions: dict[tuple[str, str], int] = {}
+    tail_items, tail_blocked = _unscored(tail, settings.policies, actions,
+                                         offset=len(candidates))
     if raw_scores is None:
-        head, blocked = _unscored(candidates, settings.policies)
+        head, blocked = _unscored(candidates, settings.policies, actions)
         ordered, rest, passed = head + tail_items, [], 0
     else:
-        ordered, blocked = _score_order(candidates, raw_scores, model_scores, settings)
+        ordered, blocked = _score_order(candidates, raw_scores, model_scores, settings,
+                                        actions)
         passing, passed = _passing(ordered, settings)
         passing_ids = {id(i) for i in passing}
         rest = [i for i in ordered if id(i) not in passing_ids]
@@ -337,4 +369,4 @@ def select(
             ordered, rest = passing, rest + tail_items
     kept = ordered if limit is None else ordered[:limit]
     cut = [] if limit is None else ordered[limit:]
-    return Selection(kept, cut + rest + blocked + tail_blocked, passed)
+    return Selection(kept, cut + rest + blocked + tail_blocked, passed, actions)

@@ -39,7 +39,8 @@ NOT_IN_CONFIG_FILE = {
               "not in a settings file that is copied around",
 }
 
-_GROUPS = ("model", "guards", "selection", "telemetry")
+_GROUPS = ("model", "guards", "selection", "rollout", "telemetry")
+VARIANT_MODES = ("split", "shadow_compare")
 
 
 def _setting(default: Any, doc: str, group: str, *, factory: Any = None) -> Any:
@@ -126,6 +127,19 @@ class RerankerSettings:
     rerank_depth: int | None = _setting(
         None, "Score only the first N candidates; the rest follow in retrieval order "
         "(dropped when a threshold is set).", "selection")
+    # -- rollout --------------------------------------------------------------------
+    variants: Any = _setting(
+        None, "Rollout arms besides the control: {name: Scorer | Reranker | model name}. "
+        "Each has its own breaker; a failing variant falls back like any scorer.",
+        "rollout")
+    split: Any = _setting(
+        None, "Share of traffic per variant, e.g. {'candidate': 0.05}; the rest is the "
+        "control. Bucketing is deterministic on the call's key= (fingerprinted), else "
+        "the request id.", "rollout")
+    variant_mode: str = _setting(
+        "split", "'split' serves each arm its share; 'shadow_compare' serves the control "
+        "and scores the split's share with the variant in the background, logging both "
+        "orders (served=false for the variant).", "rollout")
     # -- telemetry and privacy ------------------------------------------------------
     event_log: Any = _setting(
         None, "An EventLog or a directory for the per-request JSONL events.", "telemetry")
@@ -261,6 +275,25 @@ def _check(s: RerankerSettings) -> None:
     if s.calibration is not None and not isinstance(s.calibration, (str, Path)) and not \
             hasattr(s.calibration, "apply"):
         raise ConfigurationError("calibration must be a Calibration, a file path, or None")
+    _check_rollout(s)
+
+
+def _check_rollout(s: RerankerSettings) -> None:
+    if s.variant_mode not in VARIANT_MODES:
+        raise ConfigurationError(f"variant_mode must be one of {VARIANT_MODES}")
+    variants = s.variants or {}
+    split = s.split or {}
+    if not isinstance(variants, Mapping) or not isinstance(split, Mapping):
+        raise ConfigurationError("variants and split must be mappings of name -> value")
+    if "control" in variants:
+        raise ConfigurationError("'control' is the primary scorer; name variants otherwise")
+    unknown = sorted(set(split) - set(variants))
+    if unknown:
+        raise ConfigurationError(f"split names {unknown}, which are not in variants")
+    shares = list(split.values())
+    if not all(_is_number(v) and 0 <= v <= 1 for v in shares) or sum(shares) > 1 + 1e-9:
+        raise ConfigurationError(
+            f"split shares must be in [0, 1] and sum to at most 1, got {dict(split)}")
 
 
 def validate_top_n(top_n: Any, *, error: type[Exception] = InvalidInputError) -> None:

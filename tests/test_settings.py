@@ -36,7 +36,8 @@ NON_DEFAULTS = {
     "stuck_after_s": 4.0, "top_n": 7, "threshold": 0.3, "min_keep": 2,
     "relative_cutoff": 0.4, "fusion": "rrf", "alpha": 0.7, "normalization": "rank",
     "calibration": None, "shadow": True, "rerank_depth": 11, "event_log": None,
-    "include_text": True,
+    "include_text": True, "variants": {"candidate": "/models/next"},
+    "split": {"candidate": 0.05}, "variant_mode": "shadow_compare",
 }
 
 
@@ -90,6 +91,7 @@ def test_a_settings_file_round_trips_every_field(tmp_path):
                          ids=["llama_index", "langchain"])
 def test_every_setting_given_to_an_adapter_reaches_its_reranker(adapter):
     values = {k: v for k, v in NON_DEFAULTS.items() if k != "model"}
+    values["variants"] = {"candidate": CrcScorer("crc-v2")}  # an object: nothing to load
     rerank = adapter(scorer=CrcScorer(), **values)
     try:
         for name, value in values.items():
@@ -148,6 +150,9 @@ def test_renamed_settings_still_work_with_a_warning(tmp_path):
     ({"fusion": "borda"}, "fusion"), ({"rerank_depth": 0}, "rerank_depth"),
     ({"max_pending": 0}, "max_pending"), ({"colour": "red"}, "unknown setting"),
     ({"breaker": 5}, "breaker"), ({"breaker": {"bogus": 1}}, "breaker settings"),
+    ({"split": {"candidate": 0.1}}, "not in variants"),
+    ({"variants": {"b": CrcScorer()}, "split": {"b": 1.5}}, "split shares"),
+    ({"variant_mode": "canary"}, "variant_mode"),
 ])
 def test_bad_settings_fail_the_same_way_everywhere(bad, message):
     with warnings.catch_warnings():
@@ -178,4 +183,4 @@ def test_the_docs_settings_table_is_the_generated_one():
     start = text.index("-->\n") + len("-->\n")
     end = text.index("\n<!-- end generated -->")
     assert text[start:end] == settings_module.markdown_table(), (
-        "docs/settings.md is stale: paste rerank_plugins.settings.markdown_table()")
+        "docs/settings.md is stale: run `make generate`")

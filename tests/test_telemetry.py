@@ -61,6 +61,7 @@ def test_one_span_per_rerank_with_one_child_per_stage(reranker, bi_scorer, span_
         c.ATTR_STATUS: "ok",
         c.ATTR_FALLBACK_REASON: "",
         c.ATTR_TRUNCATIONS: result.truncated,
+        c.ATTR_VARIANT: "control",
     }
     assert result.truncated == 1
     assert root.status.status_code is not StatusCode.ERROR
