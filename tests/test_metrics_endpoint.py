@@ -16,7 +16,7 @@ from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
-from rerank_plugins import Reranker
+from rerank_plugins import Candidate, Reranker, block_if
 from rerank_plugins.cache.redis import RedisCache
 from rerank_plugins.telemetry import contract as c
 from rerank_plugins.telemetry.prometheus import start_metrics_server, stop_metrics_server
@@ -102,15 +102,20 @@ def test_a_reader_of_another_provider_is_not_taken_for_ours():
 
 def test_endpoint_serves_every_library_metric_after_traffic(bi_scorer, tmp_path):
     closed_port = free_port()  # nothing listens here: connections are refused
-    served = Reranker(bi_scorer, timeout_ms=None,
-                      event_log=EventLog(JsonlSink(tmp_path / "events")))
+    served = Reranker(bi_scorer, timeout_s=None,
+                      event_log=EventLog(JsonlSink(tmp_path / "events")),
+                      policies=(block_if(lambda m: m.get("hidden", False), name="hidden"),))
     failing = Reranker(
-        bi_scorer, timeout_ms=0.001,  # the real model cannot answer in 1 microsecond
+        bi_scorer, timeout_s=0.000001,  # the real model cannot answer in 1 microsecond
         cache=RedisCache(f"redis://127.0.0.1:{closed_port}/0"),
         event_log=EventLog(JsonlSink(tmp_path / "dropped"), queue_size=0))
     try:
         first = served.rerank("how do wings lift", DOCS)
         again = served.rerank("how do wings lift", DOCS)
+        # the SLI counters: a candidate without retrieval score, a policy block, feedback
+        served.rerank("how do wings lift", [Candidate("x", DOCS[0], None, {"hidden": True}),
+                                            Candidate("y", DOCS[1], 1.0)])
+        served.feedback(first.request_id, "0", position=0)
         fallback = failing.rerank("how do wings lift", DOCS)
         assert served.event_log.flush()
     finally:
