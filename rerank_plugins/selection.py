@@ -210,7 +210,7 @@ def _retrieval_values(candidates: Sequence[Candidate]) -> list[float]:
 
 
 def fuse(model_scores: Sequence[float], candidates: Sequence[Candidate],
-         settings: SelectionSettings) -> list[float]:
+         settings: RerankerSettings) -> list[float]:
     """Combine model and retrieval scores per request into one score in [0, 1]."""
     if settings.fusion == "auto":
         raise ConfigurationError("fusion='auto' must be resolved for a scorer first "

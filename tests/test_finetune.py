@@ -222,11 +222,16 @@ def test_gate_compares_against_the_best_baseline():
 
 def test_library_default_baseline_is_what_a_default_reranker_uses(bi_scorer):
     from cheap_scorers import CrcScorer
-    from rerank_ops.quality import Setting, library_default
+    from rerank_ops.quality import library_default
 
-    from rerank_plugins.selection import SelectionSettings
+    from rerank_plugins import Reranker
 
-    defaults = SelectionSettings()
-    assert library_default(bi_scorer, 50) == Setting("linear", defaults.alpha,
-                                                     defaults.normalization, 50)
+    default = Reranker(bi_scorer, cache=None)
+    try:
+        resolved = default._primary.selection  # what a default Reranker selects with
+    finally:
+        default.close()
+    baseline = library_default(bi_scorer, 50)
+    assert (baseline.fusion, baseline.alpha, baseline.normalization, baseline.rerank_depth) == (
+        resolved.fusion, resolved.alpha, resolved.normalization, 50)
     assert library_default(CrcScorer()).fusion == "none"  # not a bi-encoder: model alone
