@@ -21,15 +21,21 @@ from rerank_plugins import Reranker
 from rerank_plugins.llama_index import CrossEncoderRerank
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from llama_index_app import DOCUMENTS, MiniLMEmbedding  # noqa: E402
+from llama_index_app import DOCUMENTS  # noqa: E402
 
 QUESTION = "How does a wing produce lift?"
 
 
 @pytest.fixture(scope="module")
 def index():
+    # LlamaIndex's own Hugging Face embeddings on the bundled folder, as the example
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    from rerank_plugins.scoring import bundled_model_path
+
+    embed = HuggingFaceEmbedding(model_name=bundled_model_path(), device="cpu")
     return VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS],
-                                           embed_model=MiniLMEmbedding())
+                                           embed_model=embed)
 
 
 class Recorder(BaseEventHandler):
