@@ -22,7 +22,7 @@ import zlib
 from collections import Counter
 
 import pytest
-from conftest import free_port
+from conftest import free_port, require_binary
 
 from rerank_plugins import CircuitBreaker, Reranker
 from rerank_plugins.cache.redis import RedisCache
@@ -95,8 +95,7 @@ def stop_redis(proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_soak_10k_requests_with_faults(tmp_path, record_property, span_exporter):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    require_binary("redis-server")
     rng = random.Random(1234)
     port = free_port()
     server = start_redis(port, tmp_path)
