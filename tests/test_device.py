@@ -15,7 +15,6 @@ from rerank_plugins.device import (
     cpu_has_fast_bf16,
     normalize_dtype,
     probe_capabilities,
-    read_cpu_flags,
     resolve_device_dtype,
 )
 from rerank_plugins.errors import ConfigurationError
