@@ -38,7 +38,7 @@ need=()
 for command in "${!package_of[@]}"; do
   has "$command" || need+=("${package_of[$command]}")
 done
-if [ "$stage" = build ] && has python3 && ! venv_ok; then
+if [ "$stage" = build ] && ! venv_ok; then  # also when python3 itself is missing
   need+=("python3-venv")
 fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
