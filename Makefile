@@ -1,5 +1,8 @@
 # The two quickstart commands: `make demo` and `make test`. Both build the
-# environment from scratch when it is missing.
+# environment from scratch when it is missing: first the system packages the venv
+# step needs (python3-venv; make itself, on a bare machine, by running
+# `./scripts/install-system-deps.sh build` once), then .venv, then for the tests
+# redis-server, Prometheus, the Pushgateway and nginx.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # the CPU build of torch that lies on this disk; GPU users install their own torch first
@@ -11,6 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test test-slow venv system-deps lint generate bench clean
 
 $(VENV)/.installed: pyproject.toml
+	./scripts/install-system-deps.sh build
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
@@ -20,14 +24,17 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 system-deps:
-	./scripts/install-system-deps.sh
+	./scripts/install-system-deps.sh test
 
 demo: venv
 	$(VENV)/bin/rerank-ops demo
 
+# PYTEST_ARGS adds to pytest's own options; CI=true turns missing parts into failures
 test: venv system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the slow suites: soak with leak checks, long fuzz, live Prometheus, nginx fleet,
+# quality on the full collections (.ci/run runs them after `make test`)
 test-slow: venv system-deps
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 

@@ -1,8 +1,9 @@
 """A small real reranking engine for the remote-scorer tests.
 
-Why this exists next to the real Infinity tests (``pytest -m network_engine``, which
-need ``infinity-emb`` in a virtualenv of its own): it starts in seconds with the
-project's own dependencies, so the default test run can use it, and its limits can be
+Why this exists instead of a real Infinity (which needs ``infinity-emb`` in a
+virtualenv of its own that nothing in the set-up installs; see docs/scaling.md): it
+starts in seconds with the project's own dependencies, so the default test run can
+use it, and its limits can be
 set per server to produce on demand the engine behaviours a client must handle. It
 speaks the two wire protocols ``RemoteScorer`` targets, with the behaviour of the
 real engines that matters to a client:

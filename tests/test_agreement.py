@@ -1,6 +1,7 @@
 """Reduced precision must not change the ranking: our fast paths against the fp32
 reference on real first-stage results (Cranfield and CISI BM25 top-100, 50
-candidates of 80-250 words per query).
+candidates of 80-250 words per query), and on the project's demo corpus (every
+document for each of its 12 questions), which runs on a fresh clone.
 
 The model is the MiniLM-L6 cross-encoder built from the bundled weights with a
 seeded random head. Its scores for one query sit close together (a random
@@ -50,8 +51,26 @@ def _top(scores: list[float]) -> list[int]:
     return [int(i) for i in np.argsort(scores)[::-1][:TOP_K]]
 
 
-@pytest.fixture(scope="module")
-def real_requests():
+def _demo_requests(folder) -> list[ScoreRequest]:
+    """The demo corpus: each question against every document, BM25 order first."""
+    from rerank_ops.collections import load_collection
+
+    collection = load_collection(folder)
+    requests = []
+    for query_id in sorted(collection.queries):
+        ranked = [doc for doc, _ in collection.run.get(query_id, [])]
+        ranked += [doc for doc in sorted(collection.corpus) if doc not in ranked]
+        requests.append(ScoreRequest(collection.queries[query_id],
+                                     [collection.doc_text(doc) for doc in ranked]))
+    return requests
+
+
+@pytest.fixture(scope="module", params=["demo", "shared"])
+def real_requests(request):
+    """The shipped demo corpus (12 questions x 60 documents, runs on a fresh clone),
+    and the shared collections' real first-stage results."""
+    if request.param == "demo":
+        return _demo_requests(request.getfixturevalue("demo_collection"))
     return _requests()
 
 
@@ -70,6 +89,9 @@ def _assert_agrees(reference, candidate) -> None:
 
 
 def test_workload_is_the_benchmark_shape(real_requests):
+    if len(real_requests) == 12:  # the demo corpus: every document for every question
+        assert all(len(r.texts) == 60 for r in real_requests)
+        return
     assert len(real_requests) >= 2 * QUERIES_PER_COLLECTION - 2
     assert all(len(r.texts) == CANDIDATES for r in real_requests)
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -44,20 +45,47 @@ def test_cross_encoder_token_budgets_and_dtypes_form_the_grid(ce_folder, tmp_pat
                   "--batch-tokens", "256,4096", "--dtypes", "float32,float16",
                   "--requests", "2", "--warmup", "0", "--json", str(out))
     assert result.exit_code == 0, result.output
-    cells = json.loads(out.read_text())["cells"]
-    assert sorted(c["batch_tokens"] for c in cells if c["dtype"] == "float32") == [256, 4096]
+    data = json.loads(out.read_text())
+    cells = data["cells"]
+    assert data["model"]["kind"] == "cross-encoder"
+    full = [c for c in cells if c["dtype"] == "float32"]
+    assert sorted(c["batch_tokens"] for c in full) == [256, 4096]
+    for cell in full:  # measured, not skipped
+        assert cell["error"] == "" and cell["requests"] == 2 and cell["fallbacks"] == 0
+        assert 0 < cell["p50_ms"] <= cell["p99_ms"]
     # float16 on a CPU is refused by the library; the grid records why and goes on
     half = [c for c in cells if c["dtype"] == "float16"]
-    assert half and all("float16" in c["error"] for c in half)
-    assert "skipped" in result.output
+    assert len(half) == 2 and all("float16" in c["error"] for c in half)
+    rows = [line for line in result.output.splitlines() if line.lstrip().startswith("float")]
+    assert len(rows) == 4
+    assert all(("skipped" in row) == row.lstrip().startswith("float16") for row in rows), rows
 
 
-def test_collection_texts(tmp_path):
-    require_collection("cranfield")
-    result = _cli("--collection", "cranfield", "--candidates", "3", "--concurrency", "1",
-                  "--requests", "2", "--warmup", "0")
+def _bench_on_collection(path: Path, tmp_path: Path) -> None:
+    from rerank_ops.collections import load_collection
+    from rerank_ops.commands.bench import load_texts
+
+    out = tmp_path / "bench.json"
+    result = _cli("--collection", str(path), "--candidates", "3", "--concurrency", "1",
+                  "--requests", "2", "--warmup", "0", "--json", str(out))
     assert result.exit_code == 0, result.output
-    assert "texts: cranfield" in result.output
+    assert f"texts: {path.name}" in result.output
+    [cell] = json.loads(out.read_text())["cells"]
+    assert cell["error"] == "" and cell["requests"] == 2
+    # the texts really are the collection's: its queries and its documents
+    collection = load_collection(path, run_file=None)
+    queries, docs = load_texts(path, queries=64, docs=200, seed=13)
+    assert set(queries) <= set(collection.queries.values())
+    assert set(docs) <= {collection.doc_text(d) for d in collection.corpus}
+    assert len(docs) == min(200, len(collection.corpus))
+
+
+def test_collection_texts_demo_corpus(demo_collection, tmp_path):
+    _bench_on_collection(demo_collection, tmp_path)
+
+
+def test_collection_texts_cranfield(tmp_path):
+    _bench_on_collection(require_collection("cranfield"), tmp_path)
 
 
 def test_generated_texts_are_deterministic_and_varied():

@@ -78,6 +78,26 @@ def test_each_method_writes_a_file_the_reranker_loads(method, tmp_path, bi_score
         assert held["after"]["brier"] < held["before"]["brier"]
 
 
+def test_demo_corpus_run_improves_held_out_calibration_subprocess(demo_collection, tmp_path):
+    """The same command on the corpus the project ships (runs on a fresh clone)."""
+    out, report = tmp_path / "demo-platt.json", tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "ops"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rerank_ops", "calibrate", "--collection", str(demo_collection),
+         "--depth", "20", "--method", "platt", "--out", str(out), "--json", str(report),
+         "--dtype", "float32"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())
+    held = data["held_out"]
+    assert data["pairs"]["fit"] > 100 and data["pairs"]["held_out"] > 30
+    assert held["after"]["ece"] < held["before"]["ece"]
+    assert held["after"]["brier"] < held["before"]["brier"]
+    calibration = Calibration.load(out)
+    assert calibration.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+    assert calibration.fitted_on == demo_collection.name
+
+
 def test_collection_run_improves_held_out_calibration_subprocess(tmp_path):
     require_collection("cranfield")
     out, report = tmp_path / "cranfield-platt.json", tmp_path / "report.json"

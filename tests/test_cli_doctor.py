@@ -34,10 +34,19 @@ def test_healthy_setup_passes_every_check_subprocess(tmp_path, redis_server):
     assert (tmp_path / "events").is_dir() and not list((tmp_path / "events").iterdir())
 
 
-def test_cross_encoder_folder_loads_and_scores(ce_folder):
-    result = _cli("--model", ce_folder, "--dtype", "float32")
+def test_cross_encoder_folder_loads_and_scores(ce_folder, ce_scorer, tmp_path):
+    from rerank_plugins.scoring.base import ScoreRequest
+
+    result = _cli("--model", ce_folder, "--dtype", "float32",
+                  "--json", str(tmp_path / "doctor.json"))
     assert result.exit_code == 0, result.output
-    assert "cross-encoder" in result.output
+    checks = {c["name"]: c for c in json.loads((tmp_path / "doctor.json").read_text())}
+    assert checks["model"]["ok"] is True
+    assert "(cross-encoder, revision" in checks["model"]["detail"]
+    # the pair doctor scored is the real model's score for it, not a placeholder
+    [expected] = ce_scorer.score_many([ScoreRequest("what makes a wing lift",
+                                                    ["Airfoils turn the flow downwards."])])
+    assert f"one pair scored {expected.scores[0]:.3f}" in checks["model"]["detail"]
 
 
 def test_missing_model_folder_fails_with_a_fix(tmp_path):
@@ -74,7 +83,12 @@ def test_metrics_endpoint_with_our_series_passes(bi_scorer):
         stop_metrics_server(port)
         reranker.close()
     assert result.exit_code == 0, result.output
-    assert "ok    metrics" in result.output
+    [row] = [line for line in result.output.splitlines() if "metrics" in line]
+    assert row.startswith("ok    metrics")
+    # a served request creates at least: requests, request and stage durations,
+    # candidates, kept, top-1 score, model pairs, model info
+    found = int(row.split(": ")[-1].split()[0])
+    assert found >= 8, row
 
 
 def test_dead_metrics_endpoint_fails_with_a_fix():

@@ -8,18 +8,21 @@ events, set how alike two halves of the same traffic look, so the reference uses
 all 225 judged Cranfield queries (with 60 queries the halves already differ by
 more than the 0.1 thresholds). Cranfield is the reference traffic; CISI queries
 (another domain) are the shifted traffic.
+
+The same command also runs on the project's own demo corpus, so a fresh clone
+without the shared collections exercises it: its twelve queries asked twenty times
+are the reference (split into halves query by query, so both halves ask the same
+questions), and the corpus's own documents asked as queries (long, wordy requests)
+are the shifted traffic. The Pushgateway is the real one from Debian.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, free_port, require_collection
+from conftest import ROOT, free_port, require_binary, require_collection
 
 from rerank_plugins.telemetry import contract as c
 from rerank_plugins.telemetry.events import CATEGORICAL_FEATURES, NUMERIC_FEATURES
@@ -43,14 +46,15 @@ DAY = 86_400.0
 CONTENT_FEATURES = {"query_length_tokens", "doc_length_mean", "retrieval_score_mean"}
 
 
-def _serve(scorer, collection_path: Path, out: Path, *, queries: int, passes: int,
+def _serve(scorer, collection_path, out: Path, *, queries: int, passes: int,
            seed: int) -> int:
-    from rerank_ops.collections import load_collection
+    from rerank_ops.collections import Collection, load_collection
 
     from rerank_plugins import Candidate, Reranker
     from rerank_plugins.telemetry.sinks import EventLog, JsonlSink
 
-    collection = load_collection(collection_path)
+    collection = collection_path if isinstance(collection_path, Collection) else \
+        load_collection(collection_path)
     query_ids = [q for q in sorted(collection.run) if q in collection.queries][:queries]
     traffic = query_ids * passes
     random.Random(seed).shuffle(traffic)
@@ -83,6 +87,32 @@ def traffic(tmp_path_factory, bi_scorer) -> dict[str, Path]:
     _serve(bi_scorer, cranfield, root / "cranfield", queries=225, passes=3, seed=1)
     _serve(bi_scorer, cisi, root / "cisi", queries=76, passes=4, seed=2)
     return {"cranfield": root / "cranfield", "cisi": root / "cisi"}
+
+
+@pytest.fixture(scope="session")
+def demo_traffic(tmp_path_factory, bi_scorer, demo_collection) -> dict[str, Path]:
+    """Event logs on the demo corpus: its queries (reference), split into two halves
+    that ask the same questions, and its documents asked as queries (shifted)."""
+    from rerank_ops.collections import Collection, load_collection
+    from rerank_ops.commands.demo import bm25_rankings
+
+    root = tmp_path_factory.mktemp("demo-traffic")
+    _serve(bi_scorer, demo_collection, root / "demo", queries=12, passes=20, seed=3)
+    demo = load_collection(demo_collection)
+    asked = {f"doc-as-query-{d}": demo.doc_text(d) for d in demo.corpus}
+    shifted = Collection("demo-docs-as-queries", demo.corpus, asked, {})
+    shifted.run = bm25_rankings(shifted, sorted(asked), DEPTH).rankings
+    _serve(bi_scorer, shifted, root / "shifted", queries=60, passes=4, seed=4)
+    by_request: dict[tuple, list[str]] = {}
+    for line in sorted(_lines(root / "demo"), key=_stable_key):
+        by_request.setdefault(_stable_key(line), []).append(line)
+    a, b = [], []
+    for group in by_request.values():  # alternate within each (query, status) group
+        a.extend(group[0::2])
+        b.extend(group[1::2])
+    return {"demo": root / "demo", "shifted": root / "shifted",
+            "half_a": _write(root / "a" / "events-a.jsonl", a),
+            "half_b": _write(root / "b" / "events-b.jsonl", b)}
 
 
 def _lines(directory: Path) -> list[str]:
@@ -169,14 +199,37 @@ def test_cron_run_on_two_halves_of_the_same_traffic_exits_0(halves, tmp_path):
     assert summary["drift_share"] < summary["drift_share_threshold"]
 
 
-def _assert_textfile(path: Path, *, detected: int) -> None:
+def test_demo_corpus_domain_shift_exits_3(demo_traffic, tmp_path):
+    proc = _rerank_ops("drift", "--reference", str(demo_traffic["demo"]), "--current",
+                       str(demo_traffic["shifted"]), "--out", str(tmp_path),
+                       "--textfile", str(tmp_path / "rerank_drift.prom"))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "drift-summary.json").read_text())
+    assert summary["drift_detected"] is True
+    assert summary["reference"]["valid"] == 12 * 20
+    assert summary["current"]["valid"] == 60 * 4
+    assert {"query_length_tokens", "retrieval_score_mean"} <= set(summary["drifted_features"])
+    _assert_textfile(tmp_path / "rerank_drift.prom", detected=1,
+                     features={"query_length_tokens"})
+
+
+def test_demo_corpus_halves_asking_the_same_questions_exit_0(demo_traffic, tmp_path):
+    proc = _rerank_ops("drift", "--reference", str(demo_traffic["half_a"]), "--current",
+                       str(demo_traffic["half_b"]), "--out", str(tmp_path), "--min-rows", "100")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "drift-summary.json").read_text())
+    assert summary["drift_detected"] is False
+    assert not CONTENT_FEATURES & set(summary["drifted_features"])
+
+
+def _assert_textfile(path: Path, *, detected: int, features=CONTENT_FEATURES) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
     assert {spec.prom_name for spec in c.DRIFT_METRICS} == set(families)
     assert families[c.DRIFT_DETECTED.prom_name].samples[0].value == detected
     scored = {s.labels[c.L_FEATURE] for s in families[c.DRIFT_FEATURE_SCORE.prom_name].samples}
-    assert CONTENT_FEATURES <= scored
+    assert features <= scored
     last = families[c.DRIFT_LAST_SUCCESS.prom_name].samples[0].value
     assert abs(last - time.time()) < 600
     assert not list(path.parent.glob("*.prom.*")), "temporary file left behind"
@@ -198,39 +251,57 @@ def test_every_feature_gets_the_stated_test_not_evidentlys_automatic_choice(halv
     assert set(methods.values()) <= {"ks", "jensenshannon"} and len(methods) > 10
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    requests: list = []
+class Pushgateway:
+    """The real prometheus-pushgateway (Debian package) on a free loopback port."""
 
-    def do_POST(self):  # noqa: N802 - http.server naming
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        type(self).requests.append((self.command, self.path, body.decode()))
-        self.send_response(200)
-        self.end_headers()
+    def __init__(self) -> None:
+        binary = require_binary("prometheus-pushgateway")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [binary, f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_http(f"{self.url}/-/ready")
 
-    do_PUT = do_POST  # noqa: N815
+    def metrics(self) -> str:
+        return urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()
 
-    def log_message(self, *args):
-        pass
+    def put(self, group: str, body: str) -> None:
+        request = urllib.request.Request(f"{self.url}/metrics/{group}", data=body.encode(),
+                                         method="PUT")
+        urllib.request.urlopen(request, timeout=5).read()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
-def test_pushgateway_gets_a_push_add_with_the_contract_names(traffic):
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Recorder)
-    _Recorder.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def test_pushgateway_push_add_replaces_our_series_and_keeps_the_rest(demo_traffic):
+    """push-add (POST) against the real Pushgateway: the drift series replace the ones
+    of the last run, and what other pushers put in the same group stays."""
+    gateway = Pushgateway()
     try:
-        url = f"http://127.0.0.1:{server.server_port}"
-        result = _cli("--reference", str(traffic["cranfield"]), "--current",
-                      str(traffic["cisi"]), "--pushgateway", url)
+        gateway.put("job/rerank_drift", "# TYPE backup_last_success gauge\n"
+                    "backup_last_success 42\n"
+                    f"# TYPE {c.DRIFT_DETECTED.prom_name} gauge\n"
+                    f"{c.DRIFT_DETECTED.prom_name} 0\n")
+        result = _cli("--reference", str(demo_traffic["demo"]), "--current",
+                      str(demo_traffic["shifted"]), "--pushgateway", gateway.url)
+        assert result.exit_code == 3, result.output
+        text = gateway.metrics()
     finally:
-        server.shutdown()
-    assert result.exit_code == 3, result.output
-    [(method, path, body)] = _Recorder.requests
-    assert method == "POST"  # push-add: other jobs' series and other names stay
-    assert path == "/metrics/job/rerank_drift"
+        gateway.stop()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    group = {"instance": "", "job": "rerank_drift"}
     for spec in c.DRIFT_METRICS:
-        assert f"# TYPE {spec.prom_name} gauge" in body
-    assert f"{c.DRIFT_DETECTED.prom_name} 1.0" in body
+        assert families[spec.prom_name].type == "gauge", spec.prom_name
+        assert all(s.labels["job"] == "rerank_drift" for s in families[spec.prom_name].samples)
+    [detected] = families[c.DRIFT_DETECTED.prom_name].samples
+    assert detected.labels == group and detected.value == 1  # replaced, not added
+    [kept] = families["backup_last_success"].samples
+    assert kept.labels == group and kept.value == 42  # push-add left it alone
 
 
 def test_unreachable_pushgateway_is_an_error_naming_the_verdict(halves):
@@ -241,24 +312,15 @@ def test_unreachable_pushgateway_is_an_error_naming_the_verdict(halves):
     assert "push to" in result.output and "the run itself completed" in result.output
 
 
-@pytest.mark.skipif(shutil.which("prometheus-pushgateway") is None,
-                    reason="prometheus-pushgateway not installed (apt-get install "
-                           "prometheus-pushgateway); the recorder test covers the request")
 def test_real_pushgateway_serves_what_the_cron_run_pushed(traffic, tmp_path):
-    port = free_port()
-    gateway = subprocess.Popen(
-        ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = Pushgateway()
     try:
-        _wait_http(f"http://127.0.0.1:{port}/-/ready")
         proc = _rerank_ops("drift", "--reference", str(traffic["cranfield"]), "--current",
-                           str(traffic["cisi"]), "--pushgateway", f"http://127.0.0.1:{port}")
+                           str(traffic["cisi"]), "--pushgateway", gateway.url)
         assert proc.returncode == 3, proc.stderr
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = gateway.metrics()
     finally:
-        gateway.terminate()
-        gateway.wait(10)
-    text = text.decode()
+        gateway.stop()
     assert 'rerank_drift_detected{instance="",job="rerank_drift"} 1' in text
     assert 'rerank_drift_feature_score{feature="query_length_tokens"' in text
 

@@ -15,7 +15,6 @@ from rerank_plugins.device import (
     cpu_has_fast_bf16,
     normalize_dtype,
     probe_capabilities,
-    read_cpu_flags,
     resolve_device_dtype,
 )
 from rerank_plugins.errors import ConfigurationError
@@ -127,10 +126,26 @@ def test_fast_bf16_needs_amx_or_avx512_bf16(flags, fast):
     assert cpu_has_fast_bf16(frozenset(flags)) is fast
 
 
-def test_real_probe_agrees_with_the_pure_choice():
+def test_real_probe_picks_what_this_machine_can_run_fast():
+    """The real probe against facts read here independently: the CPU flags straight
+    from /proc/cpuinfo, CUDA and MPS from torch, and the documented rule (GPU first;
+    on a CPU bf16 only with AMX-BF16 or AVX512-BF16, else fp32)."""
+    import torch
+
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        flag_lines = [line for line in fh if line.startswith("flags")]
+    flags = set(flag_lines[0].split(":", 1)[1].split()) if flag_lines else set()
     caps = probe_capabilities()
-    assert caps.cpu_flags == read_cpu_flags()
+    assert set(caps.cpu_flags) == flags
+    assert caps.cuda is torch.cuda.is_available()
     device, dtype = resolve_device_dtype()
-    assert device == choose_device(caps)
-    assert dtype == choose_dtype(caps, device)
+    if torch.cuda.is_available():
+        assert device.startswith("cuda") and dtype in {"bfloat16", "float16"}
+    elif torch.backends.mps.is_available():
+        assert (device, dtype) == ("mps", "float16")
+    else:
+        fast_bf16 = bool(flags & {"amx_bf16", "avx512_bf16"})
+        assert (device, dtype) == ("cpu", "bfloat16" if fast_bf16 else "float32"), flags
+    # an explicit choice is honoured as given
     assert resolve_device_dtype("cpu", "float32") == ("cpu", "float32")
+    assert resolve_device_dtype("cpu", "bf16") == ("cpu", "bfloat16")

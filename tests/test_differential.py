@@ -1,6 +1,7 @@
 """Every path to a score gives the same answer: cold, warm memory cache, warm
 Redis cache, and model batches of 1 and 64 pairs, with the real cross-encoder on
-real Cranfield queries and their BM25 top-64 documents.
+real Cranfield queries and their BM25 top-64 documents, and on the project's demo
+corpus.
 """
 
 from __future__ import annotations
@@ -18,17 +19,29 @@ DEPTH = 64
 SECRET = "differential-test"
 
 
-@pytest.fixture(scope="module")
-def requests():
+@pytest.fixture(scope="module", params=["demo", "cranfield"])
+def requests(request):
+    """Real Cranfield queries with their BM25 top-64, and the shipped demo corpus
+    (each question against up to 64 of its BM25 candidates: all it has), so a fresh
+    clone runs the check too."""
     from rerank_ops.collections import load_collection
 
-    collection = load_collection(require_collection("cranfield"))
+    if request.param == "demo":
+        collection = load_collection(request.getfixturevalue("demo_collection"))
+        chosen = sorted(collection.run)[:QUERIES]
+    else:
+        collection = load_collection(require_collection("cranfield"))
+        chosen = sorted(collection.run, key=int)[:QUERIES]
     out = []
-    for qid in sorted(collection.run, key=int)[:QUERIES]:
+    for qid in chosen:
         docs = [{"id": doc_id, "text": collection.doc_text(doc_id), "score": score}
                 for doc_id, score in collection.run[qid][:DEPTH]]
         out.append((collection.queries[qid], docs))
-    assert len(out) == QUERIES and all(len(d) == DEPTH for _, d in out)
+    assert len(out) == QUERIES
+    if request.param == "cranfield":
+        assert all(len(d) == DEPTH for _, d in out)
+    else:
+        assert all(len(d) >= 5 for _, d in out)  # BM25 keeps only matching documents
     return out
 
 

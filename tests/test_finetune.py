@@ -20,6 +20,7 @@ from rerank_plugins.scoring.base import ScoreRequest
 from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
 
+@pytest.mark.slow  # training: 1-2 min idle, up to 10 under CPU contention
 def test_short_finetune_lowers_loss_and_loads_in_the_scorer(ce_folder, tmp_path):
     collection = load_collection(require_collection("cranfield"))
     train, held = split_queries(sorted(collection.queries), dev_fraction=0.5)
@@ -105,6 +106,7 @@ def test_learning_rate_default_depends_on_whether_the_start_has_a_ranking_head(c
     assert not has_ranking_head("/nonexistent/folder")
 
 
+@pytest.mark.slow  # training: 1-2 min idle, up to 10 under CPU contention
 def test_finetune_command_end_to_end_writes_model_card_and_held_out_metrics(tmp_path):
     """The CLI the way a user runs it (a subprocess), on a tiny split so it stays short."""
     import os
@@ -118,10 +120,12 @@ def test_finetune_command_end_to_end_writes_model_card_and_held_out_metrics(tmp_
     env = {**os.environ, "PYTHONPATH": str(ROOT / "ops"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "rerank_ops", "finetune", "--collection", str(path),
-         "--out", str(out), "--max-train-queries", "4", "--max-eval-queries", "3",
-         "--epochs", "1", "--max-length", "64", "--eval-depth", "10"],
+         "--out", str(out), "--max-train-queries", "2", "--max-eval-queries", "3",
+         "--epochs", "1", "--max-length", "64", "--eval-depth", "10",
+         "--min-ndcg-gain", "-1"],
         capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert proc.returncode in (0, 3), proc.stderr[-2000:]
+    # a bar of -1 nDCG cannot be missed: the gate passes and the command exits 0
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert "training pairs:" in proc.stderr
     assert "{'loss'" not in proc.stdout  # no trainer log dicts without a terminal
     summary = json.loads((out / "finetune_summary.json").read_text())
@@ -133,8 +137,7 @@ def test_finetune_command_end_to_end_writes_model_card_and_held_out_metrics(tmp_
     best = max(summary["held_out"][name]["nDCG@10"]
                for name in ("first stage", "start model", "library default"))
     assert gate["gain"] == pytest.approx(summary["held_out"]["fine-tuned"]["nDCG@10"] - best)
-    assert gate["passed"] == (gate["gain"] >= 0.0)
-    assert proc.returncode == (0 if gate["passed"] else 3)
+    assert gate["passed"] is True and gate["gain"] >= -1.0
     card = (out / "README.md").read_text()
     assert ("verdict: PASSED" in card) == gate["passed"]
     assert "random_negatives_per_positive: 1" in card and "Held-out queries" in card
@@ -142,7 +145,20 @@ def test_finetune_command_end_to_end_writes_model_card_and_held_out_metrics(tmp_
     assert "teacher: library default" in card  # a start without a ranking head
     scorer = CrossEncoderScorer(str(out), dtype="float32")
     [scored] = scorer.score_many([ScoreRequest("wing flutter", ["a wing", "a cat"])])
-    assert len(scored.scores) == 2
+    assert len(scored.scores) == 2 and scored.scores[0] != scored.scores[1]
+    # the same run against a bar no model can reach: the gate fails, exit 3, and the
+    # summary and the card say so (what CI relies on to stop a bad model)
+    failed_out = tmp_path / "model-failed"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rerank_ops", "finetune", "--collection", str(path),
+         "--out", str(failed_out), "--max-train-queries", "1", "--max-eval-queries", "1",
+         "--negatives", "1", "--epochs", "1", "--max-length", "64", "--eval-depth", "5",
+         "--min-ndcg-gain", "1.0"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    failed = json.loads((failed_out / "finetune_summary.json").read_text())["gate"]
+    assert failed["passed"] is False
+    assert "verdict: PASSED" not in (failed_out / "README.md").read_text()
     # the other split was not trained on: refusing the evaluation-only collections too
     proc = subprocess.run(
         [sys.executable, "-m", "rerank_ops", "finetune", "--collection",

@@ -24,20 +24,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, RedisServer, free_port
+from conftest import ROOT, RedisServer, free_port, require_binary
 from redis_server import stop_process
 from rerank_ops.mixin import ALERT_RULES, RECORDING_RULES, dashboards, load_config, rules
+from runbook_blocks import runbook_promql
 
 RATE_INTERVAL = "20s"
 STARTUP_S = 180  # model import and load on a busy 2-core machine takes up to a minute
@@ -47,9 +48,7 @@ class Prometheus:
     """A real Prometheus server on 127.0.0.1 with a throwaway TSDB."""
 
     def __init__(self, workdir: Path, scrape: dict[str, int], rule_files: list[Path]) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.skip("prometheus is not installed: `make system-deps` (apt prometheus)")
+        binary = require_binary("prometheus")
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
                        "scrape_timeout": "1s"},
@@ -87,6 +86,23 @@ class Prometheus:
             body = json.load(response)
         assert body["status"] == "success", body
         return body["data"]["result"]
+
+    def query_errors(self, exprs: list[tuple[str, str]]) -> tuple[list[str], int]:
+        """(errors, how many returned data) for (where, expr) pairs run as instant queries."""
+        errors, with_data = [], 0
+        for where, expr in exprs:
+            url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    body = json.load(response)
+            except urllib.error.HTTPError as exc:
+                errors.append(f"{where}: {expr}: HTTP {exc.code} {exc.read()[:300]!r}")
+                continue
+            if body.get("status") != "success":
+                errors.append(f"{where}: {expr}: {body}")
+            elif body["data"]["result"]:
+                with_data += 1
+        return errors, with_data
 
     def rules(self) -> list[dict]:
         with urllib.request.urlopen(self.url + "/api/v1/rules", timeout=10) as response:
@@ -170,6 +186,12 @@ def publish_drift_run(textfile_dir: Path) -> None:
     write_textfile(textfile_dir / "rerank_drift.prom", build_registry(result))
 
 
+def runbook_queries() -> list[tuple[str, str]]:
+    """(runbook:line, expr) for every PromQL expression the runbooks give on-call."""
+    paths = sorted((ROOT / "runbooks").glob("*.md"))
+    return [(block.where(), expr) for block, expr in runbook_promql(paths)]
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     """(dashboard/panel, expr) for every dashboard query, variables filled in."""
     config = load_config()
@@ -250,6 +272,15 @@ def test_dashboards_and_rules_have_data_and_fallback_alert_fires_in_outage(stack
         recorded = sorted({rule["record"] for rule in rules.recording_rules(config)})
         empty = [name for name in recorded if not prometheus.query(name)]
         assert not empty, f"recording rules without data: {empty}"
+
+        # what the runbooks tell on-call to run, on the stack in an outage
+        runbook = runbook_queries()
+        errors, with_data = prometheus.query_errors(runbook)
+        assert not errors, "runbook queries Prometheus refused:\n" + "\n".join(errors)
+        print(f"\nrunbook queries: {len(runbook)}, with data in the outage: {with_data}")
+        # most runbook queries name series this outage produces; a few (drift, event-log
+        # fields) describe other incidents, so not all of them need data here
+        assert with_data >= len(runbook) // 2, (with_data, len(runbook))
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)
         app.set_faults()
@@ -309,6 +340,9 @@ def test_shipped_rules_evaluate_on_the_real_reranker_and_fast_burn_fires_in_outa
                        rules.TRUNCATION_RATIO, rules.fallback_ratio("3d")):
             assert prometheus.query(record), f"{record} has no data"
         assert prometheus.query(fast_burn) == []
+        # every runbook expression is accepted by the real Prometheus on live data
+        errors, _ = prometheus.query_errors(runbook_queries())
+        assert not errors, "runbook queries Prometheus refused:\n" + "\n".join(errors)
 
         faults_file.write_text('["scorer_outage"]')
         wait_for(lambda: prometheus.query(fast_burn), 60,

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, require_binary
 from rerank_ops.cli import main
 from rerank_ops.mixin import (
     ALERT_RULES,
@@ -266,9 +265,7 @@ def test_alert_slug_is_kebab_case():
 
 
 def test_generated_rules_load_in_promtool(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed: `make system-deps`")
+    promtool = require_binary("promtool")
     files = generate(CONFIG)
     for relative in (RECORDING_RULES, ALERT_RULES):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)

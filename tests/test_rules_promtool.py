@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, require_binary
 from rerank_ops.mixin import ALERT_RULES, RECORDING_RULES, generate, load_config
 from rerank_ops.mixin.config import DEFAULT_CONFIG, config_from_mapping
 
@@ -18,10 +18,7 @@ TEST_FILES = sorted(TESTS_DIR.glob("*.test.yml"))
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.skip("promtool is not installed: `make system-deps` (apt prometheus)")
-    return binary
+    return require_binary("promtool")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -4,22 +4,28 @@ the PromQL and ``rerank-ops`` commands they tell on-call to run are real."""
 from __future__ import annotations
 
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT
-from rerank_ops.cli import COMMANDS, main
+from conftest import ROOT, require_binary
+from rerank_ops.cli import main
 from rerank_ops.mixin import ALERT_RULES, RECORDING_RULES, load_config
 from rerank_ops.mixin.promql import PROMETHEUS_SERIES, contract_series, referenced_metrics
 from rerank_ops.runbooks_index import REQUIRED_SECTIONS, find_runbook, list_runbooks
+from runbook_blocks import (
+    check_cli_line,
+    code_blocks,
+    fence_lines,
+    runbook_promql,
+    shell_commands,
+)
 
 RUNBOOKS = ROOT / "runbooks"
 BOOKS = list_runbooks(RUNBOOKS)
+PATHS = [book.path for book in BOOKS]
 TOPICS = ("latency spikes", "quality drops", "missing features", "version mismatch",
           "cache staleness", "data leakage in logs", "model regression", "drift")
 
@@ -27,10 +33,6 @@ TOPICS = ("latency spikes", "quality drops", "missing features", "version mismat
 def alert_rules() -> list[dict]:
     document = yaml.safe_load((ROOT / ALERT_RULES).read_text())
     return [rule for group in document["groups"] for rule in group["rules"]]
-
-
-def code_blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
 
 
 def test_every_runbook_url_resolves_to_a_runbook_of_that_alert():
@@ -61,7 +63,10 @@ def test_runbook_has_every_section_with_content(book):
     for section in REQUIRED_SECTIONS:
         body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
         assert len(body.strip()) > 20, f"{book.name}: {section} is empty"
-    assert "```promql" in text or book.name == "data-leakage-in-logs", \
+    diagnosis = text.split("## Diagnosis\n", 1)[1].split("\n## ", 1)[0]
+    has_promql = any(block.language == "promql"
+                     for block in code_blocks(book.path, diagnosis))
+    assert has_promql or book.name == "data-leakage-in-logs", \
         f"{book.name}: Diagnosis gives no PromQL to run"
 
 
@@ -71,60 +76,96 @@ def test_links_between_runbooks_resolve():
             assert (RUNBOOKS / target).is_file(), f"{book.name} links to missing {target}"
 
 
-def test_runbook_promql_names_only_emitted_metrics():
+def known_series() -> set[str]:
     recorded = {rule["record"] for group in yaml.safe_load(
         (ROOT / RECORDING_RULES).read_text())["groups"] for rule in group["rules"]}
-    known = contract_series() | recorded | PROMETHEUS_SERIES
+    return contract_series() | recorded | PROMETHEUS_SERIES
+
+
+def unknown_metric_problems(paths) -> list[str]:
+    known = known_series()
+    return [f"{block.where()}: {expr} names {sorted(unknown)}"
+            for block, expr in runbook_promql(paths)
+            if (unknown := referenced_metrics(expr) - known)]
+
+
+def test_the_parser_sees_every_code_block_including_indented_ones():
+    """Every fence line a plain scan sees belongs to a block the parser returns, and
+    every block says its language (the checks below select blocks by it)."""
+    totals = {"promql": 0, "sh": 0}
     for book in BOOKS:
-        for block in code_blocks(book.text(), "promql"):
-            for expr in _expressions(block):
-                unknown = referenced_metrics(expr) - known
-                assert not unknown, f"{book.name}: {expr} names {unknown}"
+        blocks = code_blocks(book.path)
+        assert 2 * len(blocks) == fence_lines(book.text()), book.name
+        assert all(block.language for block in blocks), book.name
+        for block in blocks:
+            totals[block.language] = totals.get(block.language, 0) + 1
+    assert set(totals) == {"promql", "sh"}, totals
+    # the counts when this check was written (34 and 19); more is fine, fewer means lost
+    assert totals["promql"] >= 34 and totals["sh"] >= 19, totals
 
 
-def _expressions(block: str) -> list[str]:
-    """Split a promql block into expressions (continuation lines are indented)."""
-    exprs: list[str] = []
-    for line in block.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith((" ", "\t")) and exprs:
-            exprs[-1] += " " + line.strip()
-        else:
-            exprs.append(line.strip())
-    return exprs
+def test_runbook_promql_names_only_emitted_metrics():
+    assert len(runbook_promql(PATHS)) >= 34
+    assert unknown_metric_problems(PATHS) == []
+
+
+def test_the_metric_check_catches_a_metric_that_does_not_exist(tmp_path):
+    """A name the contract does not emit, in an indented block under a list item (where
+    most runbook blocks are), is reported with its file and line."""
+    original = (RUNBOOKS / "latency-spikes.md").read_text()
+    needle = 'sum(rate(rerank_requests_total{job="rerank"}[1m]))'
+    assert needle in original
+    broken = tmp_path / "latency-spikes.md"
+    broken.write_text(original.replace(
+        needle, 'sum(rate(rerank_requests_totl{job="rerank"}[1m]))', 1))
+    [problem] = unknown_metric_problems([broken])
+    assert problem.startswith("latency-spikes.md:") and "rerank_requests_totl" in problem
 
 
 def test_runbook_promql_parses_in_promtool(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed: `make system-deps`")
-    exprs = [expr for book in BOOKS for block in code_blocks(book.text(), "promql")
-             for expr in _expressions(block)]
+    promtool = require_binary("promtool")
+    exprs = [expr for _, expr in runbook_promql(PATHS)]
     rules = [{"record": f"runbook:check:expr{i}", "expr": expr} for i, expr in enumerate(exprs)]
     path = tmp_path / "runbook-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "runbooks", "rules": rules}]}))
     done = subprocess.run([promtool, "check", "rules", "--lint=none", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in done.stdout, done.stdout
 
 
-def test_runbook_commands_use_real_rerank_ops_commands_and_options():
-    group = main
-    for book in BOOKS:
-        for block in code_blocks(book.text(), "sh"):
-            for line in block.replace("\\\n", " ").splitlines():
-                if not line.strip().startswith("rerank-ops"):
-                    continue
-                words = shlex.split(line.split(";")[0])
-                if words[1].startswith("--"):
-                    assert words[1] == "--version", line
-                    continue
-                assert words[1] in COMMANDS, f"{book.name}: unknown command {line}"
-                command = group.get_command(None, words[1])
-                known = {opt for param in command.params for opt in param.opts}
-                options = {w.split("=")[0] for w in words[2:] if w.startswith("--")}
-                assert options <= known, f"{book.name}: {line}: {options - known}"
+def runbook_cli_lines() -> list[tuple[str, str]]:
+    return [(block.where(), command) for book in BOOKS for block in code_blocks(book.path)
+            if block.language == "sh" for command in shell_commands(block)
+            if command.startswith("rerank-ops")]
+
+
+def test_runbook_commands_parse_with_the_real_cli():
+    lines = runbook_cli_lines()
+    assert len(lines) >= 19
+    problems = [f"{where}: {problem}" for where, line in lines
+                for problem in check_cli_line(main, line)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("rerank-ops driftt --log-dir /x", "No such command 'driftt'"),
+    ("rerank-ops drift --log-dirr /x", "No such option"),
+    ("rerank-ops drift --reference-days", "requires an argument"),
+    ("rerank-ops bench --dtypes float32 --concurrency x", ""),  # checked by the command
+    ("rerank-ops drift --log-dir /x --num-method median", "median"),
+    ("rerank-ops drift --log-dir /x --reference-days -1", "reference-days"),
+    ("rerank-ops runbooks shw drift", "No such command 'shw'"),
+    ("rerank-ops runbooks show drift", None),
+    ("rerank-ops --version", None),
+    ("rerank-ops eval --collection <beir-folder> --json /tmp/x.json", None),
+])
+def test_the_cli_check_catches_wrong_commands_options_and_values(line, expected):
+    problems = check_cli_line(main, line)
+    if expected is None:
+        assert problems == []
+    elif expected:
+        assert problems and expected in problems[0], problems
 
 
 # -- CLI --------------------------------------------------------------------------

@@ -139,12 +139,25 @@ def test_metrics_use_the_contract_names_labels_and_buckets(reranker, bi_scorer):
     assert info[0].attributes["dtype"] == "float32"
 
 
-def test_every_library_metric_is_created_with_its_contract_unit(metric_reader):
+def test_every_library_metric_is_created_with_its_contract_unit(metric_reader, bi_scorer,
+                                                                 tmp_path):
+    """Self-contained (run alone it used to read an empty reader): one request through a
+    cache and an event log creates the metrics of a served request, each with its unit."""
+    reranker = Reranker(bi_scorer, timeout_ms=None, cache="memory",
+                        event_log=str(tmp_path / "events"))
+    try:
+        assert reranker.rerank("units of the contract", DOCS).status is Status.OK
+    finally:
+        reranker.close()
     data = metric_reader.get_metrics_data()
     seen = {m.name: m.unit for rm in data.resource_metrics for sm in rm.scope_metrics
             if sm.scope.name == c.METER_NAME for m in sm.metrics}
+    served = (c.REQUEST_DURATION, c.STAGE_DURATION, c.REQUESTS, c.CANDIDATES, c.KEPT,
+              c.CACHE_LOOKUPS, c.TRUNCATIONS, c.MODEL_INFO, c.TOP1_SCORE, c.MODEL_PAIRS,
+              c.MODEL_DURATION, c.EVENTS_WRITTEN, c.CIRCUIT_STATE)
+    assert {spec.name for spec in served} <= set(seen), sorted(set(seen))
     for spec in c.LIBRARY_METRICS:
-        if spec.name in seen:  # gauges appear once something registered them
+        if spec.name in seen:  # fault metrics appear once their fault happened
             assert seen[spec.name] == spec.unit, spec.name
 
 
