@@ -42,12 +42,18 @@ RETRYABLE_STATUS = (429, 502, 503, 504)
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
+#: The extra that installs httpx for each scorer (named in the ImportError).
+_EXTRAS = {"RemoteScorer": "remote", "LLMScorer": "llm"}
+
+
 def httpx_module(owner: str = "RemoteScorer"):
     """``httpx``, or an ImportError that names the extra to install."""
     try:
         import httpx
     except ImportError as exc:
-        raise ImportError(f"{owner} needs httpx: pip install 'rerank-plugins[remote]'") from exc
+        extra = _EXTRAS.get(owner, "remote")
+        raise ImportError(f"{owner} needs httpx: pip install 'rerank-plugins[{extra}]'") \
+            from exc
     return httpx
 
 

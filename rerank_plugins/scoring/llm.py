@@ -467,7 +467,6 @@ class LLMScorer:
         positions, complete = ranked
         if not complete:
             tally.incomplete += 1
-            instruments.add(c.LLM_ANSWERS, 1, model=self._model, result="incomplete")
         return [ids[p] for p in positions]
 
     @staticmethod
@@ -507,7 +506,10 @@ class LLMScorer:
             except ScorerError:
                 instruments.add(c.LLM_ANSWERS, 1, model=self._model, result="invalid")
                 raise
-            instruments.add(c.LLM_ANSWERS, 1, model=self._model, result="ok")
+            # a listwise ranking that left ids out is used, but counted apart
+            complete = not isinstance(value, tuple) or value[1]
+            instruments.add(c.LLM_ANSWERS, 1, model=self._model,
+                            result="ok" if complete else "incomplete")
             return _Answer(value, prompt_tokens, completion_tokens)
         return read
 
