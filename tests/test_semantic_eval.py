@@ -1,0 +1,71 @@
+"""The semantic-cache replay of `rerank-ops eval --semantic-cache` on the demo corpus
+(every candidate for every query, real bundled model, real semantic layer)."""
+
+from __future__ import annotations
+
+import pytest
+from rerank_ops.demo_corpus import load_demo_collection
+from rerank_ops.quality import library_default, score_run
+from rerank_ops.semantic_eval import VARIANT_KINDS, format_report, replay, variant
+
+from rerank_plugins.cache.semantic import SemanticQueryCache
+
+
+@pytest.fixture(scope="module")
+def replayed(bi_scorer):
+    collection = load_demo_collection()
+    collection.run = {q: [(doc, 0.0) for doc in sorted(collection.corpus)]
+                      for q in collection.queries}
+    qids = sorted(collection.queries)
+    scored = score_run(collection, bi_scorer, depth=100, query_ids=qids, progress=False)
+    setting = library_default(bi_scorer)
+    layer = SemanticQueryCache(threshold=0.95)
+    strict = SemanticQueryCache(embedder=layer._embed, threshold=0.999)
+    return (collection, replay(collection, bi_scorer, scored, qids, setting, layer),
+            replay(collection, bi_scorer, scored, qids, setting, strict))
+
+
+def test_replaying_the_queries_themselves_is_all_exact_hits_with_no_change(replayed):
+    collection, report, _ = replayed
+    exact = report["kinds"]["exact"]
+    assert report["queries"] == len(collection.queries) == exact["requests"]
+    assert exact["exact"] == exact["requests"] and exact["near"] == exact["miss"] == 0
+    assert exact["wrong_hits"] == 0 and exact["ndcg10_change"] == 0.0
+
+
+def test_variants_hit_their_own_query_or_miss_and_every_request_is_counted(replayed):
+    _, report, strict = replayed
+    for kind in VARIANT_KINDS:
+        row = report["kinds"][kind]
+        assert row["exact"] + row["near"] + row["miss"] == row["requests"]
+        assert 0.0 <= row["ndcg10_own"] <= 1.0 and 0.0 <= row["ndcg10_with_layer"] <= 1.0
+    # on twelve distinct questions no variant lands on another question
+    assert sum(row["wrong_hits"] for row in report["kinds"].values()) == 0
+    # reversing word order moves most demo queries below 0.999; lower-casing is near
+    assert strict["kinds"]["reordered"]["miss"] > report["kinds"]["reordered"]["miss"] or \
+        strict["kinds"]["reordered"]["miss"] == strict["kinds"]["reordered"]["requests"]
+    assert report["kinds"]["lower"]["hit_rate"] >= strict["kinds"]["lower"]["hit_rate"]
+    # a miss is ranked with its own scores: with no hits there is no change
+    none_hit = [row for row in strict["kinds"].values() if row["exact"] + row["near"] == 0]
+    assert all(row["ndcg10_change"] == 0.0 for row in none_hit)
+
+
+def test_the_report_prints_one_row_per_variant_kind(replayed):
+    _, report, _ = replayed
+    table = format_report(report)
+    assert all(kind in table for kind in VARIANT_KINDS)
+    assert "threshold 0.95" in table
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("exact", "How Do Wings make lift?"), ("lower", "how do wings make lift?"),
+    ("no_stop_words", "Wings make lift?"), ("reordered", "lift? make Wings Do How"),
+])
+def test_variants(kind, expected):
+    assert variant("How Do Wings make lift?", kind) == expected
+
+
+def test_an_unknown_variant_is_an_error():
+    with pytest.raises(ValueError, match="unknown"):
+        variant("q", "shuffled")
+
