@@ -108,7 +108,7 @@ def test_a_ready_tiktoken_encoding_object_is_used():
 
 
 def test_it_applies_to_a_rerank_result_and_is_counted(bi_scorer):
-    reranker = Reranker(bi_scorer, timeout_ms=None, cache=None)
+    reranker = Reranker(bi_scorer, timeout_s=None, cache=None)
     try:
         ranked = reranker.rerank("how do wings make lift", [
             "Airfoils deflect air downwards and lift the wing. " * 4,

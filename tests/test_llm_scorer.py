@@ -111,7 +111,7 @@ def test_pointwise_scores_are_the_judges_numbers_and_tokens_are_counted(rules):
 
 
 def test_reranker_guards_the_llm_scorer_and_caches_pointwise_pairs(rules):
-    reranker = Reranker(_scorer(rules), timeout_ms=20_000, top_n=3)
+    reranker = Reranker(_scorer(rules), timeout_s=20, top_n=3)
     try:
         first = reranker.rerank(QUERY, DOCS)
         calls = rules.stats()["calls"]
@@ -190,7 +190,7 @@ def test_pointwise_answers_that_do_not_fit_fall_back_to_retrieval_order(rules, f
     assert rules.stats()["calls"] - before == 1
     assert caught.value.reason == "error"
 
-    reranker = Reranker(_scorer(rules), timeout_ms=20_000, cache=None)
+    reranker = Reranker(_scorer(rules), timeout_s=20, cache=None)
     try:
         result = reranker.rerank(f"{QUERY} [[fault:{fault}]]", DOCS)
     finally:
@@ -229,7 +229,7 @@ def test_overload_that_outlasts_the_retries_is_overloaded_and_500_is_not_retried
     assert rules.stats()["calls"] - before == 1
     assert "HTTP 500" in str(caught.value)
 
-    reranker = Reranker(_scorer(rules, max_retries=1), timeout_ms=20_000, cache=None)
+    reranker = Reranker(_scorer(rules, max_retries=1), timeout_s=20, cache=None)
     try:
         result = reranker.rerank(f"{QUERY} [[fault:429x50]]", DOCS[:3])
     finally:
@@ -238,7 +238,7 @@ def test_overload_that_outlasts_the_retries_is_overloaded_and_500_is_not_retried
 
 
 def test_a_slow_llm_times_out_at_the_reranker_deadline(rules):
-    reranker = Reranker(_scorer(rules, read_timeout_s=30), timeout_ms=300, cache=None)
+    reranker = Reranker(_scorer(rules, read_timeout_s=30), timeout_s=0.3, cache=None)
     started = time.monotonic()
     try:
         result = reranker.rerank(f"{QUERY} [[fault:slow1500]]", DOCS[:3])
@@ -255,7 +255,7 @@ def test_a_slow_llm_times_out_at_the_reranker_deadline(rules):
 
 
 def test_repeated_failures_open_the_circuit(rules):
-    reranker = Reranker(_scorer(rules, max_retries=0), timeout_ms=20_000, cache=None,
+    reranker = Reranker(_scorer(rules, max_retries=0), timeout_s=20, cache=None,
                         breaker=CircuitBreaker("llm", failure_threshold=2))
     try:
         reasons = [reranker.rerank(f"{QUERY} [[fault:500]] {n}", DOCS[:2]).fallback_reason
@@ -369,10 +369,10 @@ def test_a_real_small_llm_is_scored_or_falls_back_and_its_tokens_are_counted():
         stats = server.stats()
         counted = counter_value(c.LLM_TOKENS.name, model="smollm2-135m",
                                 token_type="prompt") - before
-        reranker = Reranker(scorer, timeout_ms=120_000, cache=None)
+        reranker = Reranker(scorer, timeout_s=120, cache=None)
         listwise = Reranker(LLMScorer(server.base_url, model="smollm2-135m",
                                       mode="listwise", window=3, step=1),
-                            timeout_ms=120_000, cache=None)
+                            timeout_s=120, cache=None)
         try:
             result = reranker.rerank(QUERY, DOCS[:3])
             ranked = listwise.rerank(QUERY, DOCS[:3])
@@ -390,3 +390,19 @@ def test_a_real_small_llm_is_scored_or_falls_back_and_its_tokens_are_counted():
     # listwise is beyond a 135M model: whatever it answers, the app gets a ranking
     assert ranked.status in (Status.OK, Status.FALLBACK)
     assert sorted(i.id for i in ranked) == ["0", "1", "2"]
+
+
+def test_the_reranker_never_pair_caches_listwise_scores(rules):
+    reranker = Reranker(_scorer(rules, mode="listwise", window=4, step=2), timeout_s=20)
+    try:
+        before = rules.stats()["calls"]
+        first = reranker.rerank(QUERY, DOCS)
+        second = reranker.rerank(QUERY, DOCS)
+        calls = rules.stats()["calls"] - before
+    finally:
+        reranker.close()
+    assert first.status is second.status is Status.OK
+    assert second.cache_hits == 0
+    assert calls == 2 * len(_scorer(rules, mode="listwise", window=4, step=2)._windows(6))
+    with pytest.raises(ConfigurationError, match="pair-cache"):
+        Reranker(_scorer(rules, mode="listwise"), semantic_cache=True)

@@ -157,7 +157,7 @@ def test_a_hit_reads_the_pair_cache_under_the_earlier_querys_fingerprint(
     secret = "semantic-test-secret"
     docs = ["Airfoils deflect air downwards.", "Cats sleep all day.", "Flaps add lift."]
     cache = MemoryCache()
-    reranker = Reranker(bi_scorer, cache=cache, secret=secret, timeout_ms=None)
+    reranker = Reranker(bi_scorer, cache=cache, secret=secret, timeout_s=None)
     try:
         reranker.rerank(QUERY, docs)
     finally:

@@ -36,7 +36,8 @@ NON_DEFAULTS = {
     "stuck_after_s": 4.0, "top_n": 7, "threshold": 0.3, "min_keep": 2,
     "relative_cutoff": 0.4, "fusion": "rrf", "alpha": 0.7, "normalization": "rank",
     "calibration": None, "shadow": True, "rerank_depth": 11, "event_log": None,
-    "include_text": True,
+    "include_text": True, "semantic_cache": False, "semantic_threshold": 0.9,
+    "context_tokens": 500, "context_tokenizer": None, "context_truncate_last": True,
 }
 
 

@@ -50,6 +50,9 @@ INDEXES = ("auto", "usearch", "numpy")
 # Bytes one entry holds besides its vector: fingerprints, dict and index slots.
 _ENTRY_OVERHEAD = 400
 _SEARCH_K = 8  # neighbours asked for, so an expired nearest one does not hide the next
+# Embeddings of recent lookups, so remember() after a near-path lookup of the same
+# text does not embed it twice (keyed by the text fingerprint, never the text).
+_RECENT_VECTORS = 256
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,7 @@ class SemanticQueryCache:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._by_text: dict[str, int] = {}
         self._next_key = 1
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- public -----------------------------------------------------------------------
@@ -287,6 +291,9 @@ class SemanticQueryCache:
         if vector is None:
             vector = self.embed([query_text])[0]
         with self._lock:
+            self._recent[text_fp] = vector
+            while len(self._recent) > _RECENT_VECTORS:
+                self._recent.popitem(last=False)
             if self._index is None or vector.shape[0] != self._ndim:
                 return self._count(None)
             for found, similarity in self._index.search(vector, _SEARCH_K):
@@ -312,9 +319,18 @@ class SemanticQueryCache:
         if not isinstance(query_fingerprint, str) or not query_fingerprint:
             raise ConfigurationError("query_fingerprint must be a non-empty str")
         text_fp = self._fp.fingerprint(safe_text(query_text))
+        expires = (self._clock() + self.ttl_s) if self.ttl_s else 0.0
+        with self._lock:
+            key = self._by_text.get(text_fp)
+            if key is not None and self._entries[key].query_fingerprint == query_fingerprint:
+                # known already: refresh its place and lifetime, no embedding needed
+                self._entries[key].expires = expires
+                self._entries.move_to_end(key)
+                return
+            if vector is None:
+                vector = self._recent.pop(text_fp, None)
         if vector is None:
             vector = self.embed([query_text])[0]
-        expires = (self._clock() + self.ttl_s) if self.ttl_s else 0.0
         with self._lock:
             if self._index is None:
                 self._ndim = int(vector.shape[0])
@@ -339,6 +355,7 @@ class SemanticQueryCache:
         with self._lock:
             self._entries.clear()
             self._by_text.clear()
+            self._recent.clear()
             if self._index is not None:
                 self._index.clear()
 

@@ -155,6 +155,15 @@ class HttpExchange:
         return await run_async(self.exchange(endpoint, payload, deadline_at, parse,
                                              self._async().post))
 
+    @property
+    def sync_post(self):
+        """The pooled client's ``post``, for plans driven by :func:`run_sync`."""
+        return self._client.post
+
+    def async_post(self):
+        """The event loop's ``AsyncClient.post``, for plans driven by :func:`run_async`."""
+        return self._async().post
+
     def exchange(self, endpoint: str, payload: dict, deadline_at: float,
                  parse: Callable[[bytes], Any], post) -> Plan[tuple[Any, int]]:
         """The exchange as a plan (:mod:`rerank_plugins.waiting`), written once: the

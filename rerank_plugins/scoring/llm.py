@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigurationError, ScorerError
 from ..telemetry import contract as c
 from ..telemetry import instruments
+from ..waiting import Plan, run_async, run_sync
 from ._http import HttpExchange
 from .base import ScoreOutput, ScoreRequest
 
@@ -346,27 +347,30 @@ class LLMScorer:
             if self.mode == "pointwise":
                 scores = self._pointwise_sync(request, deadline_at, tally)
             else:
-                scores = self._listwise_sync(request, deadline_at, tally)
+                scores = run_sync(self._listwise_plan(request, deadline_at, tally,
+                                                      self._http.sync_post))
             outputs.append(self._output(request, scores, tally, self._clock() - started))
         return outputs
 
     async def ascore_many(self, requests: Sequence[ScoreRequest], *,
                           deadline_s: float | None = None) -> list[ScoreOutput]:
-        """Async :meth:`score_many` on a pooled ``httpx.AsyncClient`` (same semantics)."""
+        """Async :meth:`score_many` on a pooled ``httpx.AsyncClient``: the same plans,
+        awaited (pointwise calls gathered under the same concurrency bound)."""
         deadlines = self._deadlines(requests, deadline_s)
         outputs = []
         for request, deadline_at in zip(requests, deadlines, strict=True):
             started = self._clock()
             tally = _Tally()
+            post = self._http.async_post()
             if self.mode == "pointwise":
                 limit = asyncio.Semaphore(self.max_concurrency)
 
                 async def one(text: str, deadline_at=deadline_at, tally=tally,
-                              request=request, limit=limit) -> float:
+                              request=request, limit=limit, post=post) -> float:
                     async with limit:
-                        return await self._acall(
+                        return await run_async(self._call_plan(
                             self._pointwise_messages(request.query, text), deadline_at,
-                            parse_score, tally)
+                            parse_score, tally, post))
 
                 tasks = [asyncio.ensure_future(one(t)) for t in request.texts]
                 try:
@@ -376,15 +380,8 @@ class LLMScorer:
                         task.cancel()
                     raise
             else:
-                order = list(range(len(request.texts)))
-                for start, end in self._windows(len(order)):
-                    ids = order[start:end]
-                    ranked = await self._acall(
-                        self._listwise_messages(request.query,
-                                                [request.texts[i] for i in ids]),
-                        deadline_at, self._ranking_parser(len(ids)), tally)
-                    order[start:end] = self._apply(ids, ranked, tally)
-                scores = self._order_scores(order)
+                scores = await run_async(self._listwise_plan(request, deadline_at, tally,
+                                                             post))
             outputs.append(self._output(request, scores, tally, self._clock() - started))
         return outputs
 
@@ -447,14 +444,15 @@ class LLMScorer:
                 return spans
             end -= self.step
 
-    def _listwise_sync(self, request: ScoreRequest, deadline_at: float,
-                       tally: _Tally) -> list[float]:
+    def _listwise_plan(self, request: ScoreRequest, deadline_at: float, tally: _Tally,
+                       post) -> Plan[list[float]]:
+        """The sliding windows, bottom to top, written once for both drivers."""
         order = list(range(len(request.texts)))
         for start, end in self._windows(len(order)):
             ids = order[start:end]
-            ranked = self._call(
+            ranked = yield from self._call_plan(
                 self._listwise_messages(request.query, [request.texts[i] for i in ids]),
-                deadline_at, self._ranking_parser(len(ids)), tally)
+                deadline_at, self._ranking_parser(len(ids)), tally, post)
             order[start:end] = self._apply(ids, ranked, tally)
         return self._order_scores(order)
 
@@ -513,17 +511,16 @@ class LLMScorer:
             return _Answer(value, prompt_tokens, completion_tokens)
         return read
 
-    def _call(self, messages, deadline_at, parse, tally: _Tally):
-        answer, attempts = self._http.post(self.endpoint, self._payload(messages),
-                                           deadline_at, self._reader(parse))
+    def _call_plan(self, messages, deadline_at, parse, tally: _Tally, post) -> Plan:
+        """One chat call as a plan (the shared HTTP exchange, with its retries)."""
+        answer, attempts = yield from self._http.exchange(
+            self.endpoint, self._payload(messages), deadline_at, self._reader(parse), post)
         tally.add(answer, attempts)
         return answer.value
 
-    async def _acall(self, messages, deadline_at, parse, tally: _Tally):
-        answer, attempts = await self._http.apost(self.endpoint, self._payload(messages),
-                                                  deadline_at, self._reader(parse))
-        tally.add(answer, attempts)
-        return answer.value
+    def _call(self, messages, deadline_at, parse, tally: _Tally):
+        return run_sync(self._call_plan(messages, deadline_at, parse, tally,
+                                        self._http.sync_post))
 
     def _completion(self, body: bytes) -> tuple[str, int, int]:
         try:

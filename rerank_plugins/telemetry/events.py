@@ -42,6 +42,9 @@ FIELDS: dict[str, str] = {
     "retrieval_score_max": "float", "retrieval_score_std": "float",
     "score_top1": "float", "score_mean": "float", "score_std": "float", "score_gap12": "float",
     "n_kept_after_threshold": "int", "query_text": "str",
+    # optional components (null when not in use)
+    "semantic_hits": "int", "semantic_similarity": "float",
+    "context_tokens_kept": "int", "n_cut_by_budget": "int",
 }
 
 
@@ -161,5 +164,9 @@ def build_event(
         "score_gap12": (ordered[0] - ordered[1]) if len(ordered) > 1 else None,
         "n_kept_after_threshold": kept_after_threshold,
         "query_text": query if include_text else None,
+        "semantic_hits": getattr(result, "semantic_hits", 0),
+        "semantic_similarity": getattr(result, "semantic_similarity", None),
+        "context_tokens_kept": getattr(result, "context_tokens", None),
+        "n_cut_by_budget": getattr(result, "context_cut", 0),
     }
     return event
