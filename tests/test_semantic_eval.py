@@ -69,3 +69,23 @@ def test_an_unknown_variant_is_an_error():
     with pytest.raises(ValueError, match="unknown"):
         variant("q", "shuffled")
 
+
+
+def test_eval_semantic_cache_flag_reports_the_replay(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from conftest import require_collection
+    from rerank_ops.cli import main
+
+    path = require_collection("cranfield")
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, [
+        "eval", "--collection", str(path), "--max-queries", "20", "--depth", "20",
+        "--semantic-cache", "--semantic-threshold", "0.9", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["semantic_cache"]
+    assert report["threshold"] == 0.9 and report["queries"] == 20
+    assert set(report["kinds"]) == set(VARIANT_KINDS)
+    assert report["kinds"]["exact"]["exact"] == 20
+    assert "semantic cache replay: 20 queries, threshold 0.9" in result.output

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rerank_plugins.scoring.base import ScoreRequest
+from rerank_plugins.settings import RerankerSettings
 
 from .collections import Collection
 from .evaluation import evaluate, per_query
-from .quality import ScoredRun, Setting, rerank_rankings
+from .quality import ScoredRun, rerank_rankings
 
 VARIANT_KINDS = ("exact", "lower", "no_stop_words", "reordered")
 #: A small English stop-word list: enough to make the variant, not a linguistic claim.
@@ -81,7 +82,7 @@ class KindReport:
 
 
 def replay(collection: Collection, scorer, scored: ScoredRun, query_ids: Sequence[str],
-           setting: Setting, layer) -> dict:
+           setting: RerankerSettings, layer) -> dict:
     """Replay ``query_ids`` and their variants through ``layer``.
 
     Args:
@@ -162,3 +163,12 @@ def format_report(report: dict) -> str:
                      f"{row['wrong_hits']:>7}{row['ndcg10_own']:>10.4f}"
                      f"{row['ndcg10_with_layer']:>10.4f}{row['ndcg10_change']:>+9.4f}")
     return "\n".join(lines)
+
+
+def replay_at(collection: Collection, scorer, scored: ScoredRun, query_ids: Sequence[str],
+              setting: RerankerSettings, threshold: float) -> dict:
+    """:func:`replay` through a new layer on the bundled MiniLM at ``threshold``."""
+    from rerank_plugins.cache.semantic import SemanticQueryCache
+
+    return replay(collection, scorer, scored, query_ids, setting,
+                  SemanticQueryCache(threshold=threshold))
