@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> dict:
                            progress=False)
         setting = library_default(scorer, depth=args.depth)
         report["collections"][name] = {}
+        variant_scores: dict = {}  # each variant scored once, reused per threshold
         for threshold in args.threshold:
             layer = SemanticQueryCache(embedder=base._embed, threshold=threshold)
-            result = replay(collection, scorer, scored, qids, setting, layer)
+            result = replay(collection, scorer, scored, qids, setting, layer,
+                            variant_scores=variant_scores)
             report["collections"][name][str(threshold)] = result
             print(f"\n{name}:\n{format_report(result)}", flush=True)
     report["load_average_after"] = os.getloadavg()

@@ -21,8 +21,22 @@ def replayed(bi_scorer):
     setting = library_default(bi_scorer)
     layer = SemanticQueryCache(threshold=0.95)
     strict = SemanticQueryCache(embedder=layer._embed, threshold=0.999)
-    return (collection, replay(collection, bi_scorer, scored, qids, setting, layer),
-            replay(collection, bi_scorer, scored, qids, setting, strict))
+    calls = []
+
+    class Counting:
+        activation = bi_scorer.activation
+
+        def score_many(self, requests):
+            calls.append(len(requests))
+            return bi_scorer.score_many(requests)
+
+    memo: dict = {}
+    first = replay(collection, Counting(), scored, qids, setting, layer, variant_scores=memo)
+    calls_first = len(calls)
+    second = replay(collection, Counting(), scored, qids, setting, strict, variant_scores=memo)
+    # the three variant kinds are scored once, then reused at the second threshold
+    assert calls_first == 3 and len(calls) == 3
+    return collection, first, second
 
 
 def test_replaying_the_queries_themselves_is_all_exact_hits_with_no_change(replayed):

@@ -82,7 +82,8 @@ class KindReport:
 
 
 def replay(collection: Collection, scorer, scored: ScoredRun, query_ids: Sequence[str],
-           setting: RerankerSettings, layer) -> dict:
+           setting: RerankerSettings, layer, *,
+           variant_scores: dict[str, dict[str, list[float]]] | None = None) -> dict:
     """Replay ``query_ids`` and their variants through ``layer``.
 
     Args:
@@ -93,6 +94,8 @@ def replay(collection: Collection, scorer, scored: ScoredRun, query_ids: Sequenc
         setting: The selection setting both rankings use.
         layer: A :class:`~rerank_plugins.cache.semantic.SemanticQueryCache`; it is
             cleared first.
+        variant_scores: A dict to keep the variants' own model scores in (kind ->
+            qid -> raw), so replays at several thresholds score each variant once.
 
     Returns:
         ``{"threshold", "queries", "kinds": {kind: KindReport.as_dict()}}``.
@@ -104,8 +107,15 @@ def replay(collection: Collection, scorer, scored: ScoredRun, query_ids: Sequenc
     report = {"threshold": layer.threshold, "queries": len(qids), "kinds": {}}
     for kind in VARIANT_KINDS:
         texts = {q: variant(collection.queries[q], kind) for q in qids}
-        own = _own_scores(scorer, scored, texts) if kind != "exact" else \
-            {q: list(scored.raw[q]) for q in qids}
+        memo = variant_scores if variant_scores is not None else {}
+        if kind == "exact":
+            own = {q: list(scored.raw[q]) for q in qids}
+        else:
+            known = memo.setdefault(kind, {})
+            todo = {q: texts[q] for q in qids if q not in known}
+            if todo:
+                known.update(_own_scores(scorer, scored, todo))
+            own = {q: known[q] for q in qids}
         layered: dict[str, list[float]] = {}
         figures = KindReport(requests=len(qids))
         for q in qids:
