@@ -3,6 +3,7 @@
 Nothing is downloaded or loaded at import time; models load when a scorer is built.
 """
 
+from .context_budget import ContextBudget
 from .errors import (
     CacheError,
     CircuitOpenError,
@@ -28,8 +29,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare source tr
 
 __all__ = [
     "BiEncoderScorer", "CacheError", "Calibration", "Candidate", "CircuitBreaker",
-    "CircuitOpenError", "ConfigurationError", "CrossEncoderScorer", "FallbackReason",
-    "InvalidInputError", "MemoryCache", "Overloaded", "RankedItem", "RedisCache",
+    "CircuitOpenError", "ConfigurationError", "ContextBudget", "CrossEncoderScorer",
+    "FallbackReason", "InvalidInputError", "LLMScorer", "MemoryCache", "Overloaded",
+    "RankedItem", "RedisCache", "SemanticQueryCache",
     "RerankError", "RerankResult", "Reranker", "RerankerSettings", "ScorerError", "ScorerTimeout",
     "StageTimings", "Status", "block_if", "boost_if",
 ]
@@ -44,4 +46,12 @@ def __getattr__(name: str):
         from . import cache
 
         return getattr(cache, name)
+    if name == "LLMScorer":  # httpx loads only when the LLM scorer is asked for
+        from .scoring.llm import LLMScorer
+
+        return LLMScorer
+    if name == "SemanticQueryCache":  # numpy / usearch load only when asked for
+        from .cache.semantic import SemanticQueryCache
+
+        return SemanticQueryCache
     raise AttributeError(f"module 'rerank_plugins' has no attribute {name!r}")

@@ -33,11 +33,12 @@ from ._adapter_common import (
     make_candidates,
     result_metadata,
 )
+from ._llama_index_budget import ContextBudgetPostprocessor
 from .reranker import Reranker
 from .settings import upgrade_names
 from .types import RerankResult
 
-__all__ = ["CrossEncoderRerank"]
+__all__ = ["ContextBudgetPostprocessor", "CrossEncoderRerank"]
 
 dispatcher = get_dispatcher(__name__)
 

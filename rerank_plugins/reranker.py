@@ -1,12 +1,15 @@
 """The guarded reranking pipeline (docs/design.md), one function per step:
 
 1. validate   :func:`_validate`       bad input -> clear error, or a documented safe result
-2. cache      :meth:`Reranker._lookup` per (model+revision, query fp, document fp)
+2. cache      :meth:`Reranker._lookup` per (model+revision, query fp, document fp);
+                                      then the semantic query layer for the misses
+                                      (an earlier query above a cosine threshold)
 3. score      :meth:`Reranker._plan`  primary scorer under the deadline, through its
                                       inference engine; on failure the secondary scorer
 4. fallback   (inside the plan)       the caller never sees a model exception
 5. normalize  :func:`selection.normalize`   raw -> activation / calibration
-6. select     :func:`selection.select`      the ONE place that decides order and count
+6. select     :func:`selection.select`      the ONE place that decides order and count,
+                                            the context token budget last
 7. record     :meth:`Reranker._record`      span + metrics + one feature/score event
 
 ``rerank`` and ``arerank`` run the same plan (:mod:`rerank_plugins.waiting`); they
@@ -34,6 +37,7 @@ from opentelemetry import trace
 from . import settings as settings_module
 from .cache.base import PairCache, pair_key
 from .cache.memory import MemoryCache
+from .context_budget import ContextBudget
 from .errors import (
     CacheError,
     ConfigurationError,
@@ -90,6 +94,9 @@ class _Lookup:
     keys: list[str]
     cached: list[float | None]
     seconds: float = 0.0
+    #: head indices whose score came through the semantic layer (an earlier query)
+    semantic_filled: tuple[int, ...] = ()
+    semantic_similarity: float | None = None
 
     @property
     def hits(self) -> int:
@@ -294,6 +301,17 @@ class Reranker:
             self._secondary = self._slot(self._load(s.secondary_scorer),
                                          CircuitBreaker("secondary_scorer"))
         self.cache: PairCache | None = self._own(_cache(s.cache), s.cache)
+        # a listwise LLM's score depends on the other candidates: never pair-cached
+        self._pair_cacheable = getattr(scorer, "pair_cacheable", True) is not False
+        if s.semantic_cache not in (None, False) and (self.cache is None
+                                                      or not self._pair_cacheable):
+            raise ConfigurationError(
+                "semantic_cache reuses pair-cache entries: it needs cache= (memory or "
+                "Redis) and a scorer whose scores are pair-cacheable")
+        self.semantic = _semantic(s.semantic_cache, s.semantic_threshold)
+        self._budget = (ContextBudget(s.context_tokens, tokenizer=s.context_tokenizer,
+                                      truncate_last=s.context_truncate_last)
+                        if s.context_tokens is not None else None)
         self.calibration: Calibration | None = (
             Calibration.load(s.calibration) if isinstance(s.calibration, (str, Path))
             else s.calibration)
@@ -499,27 +517,56 @@ class Reranker:
 
     # -- 2. cache -------------------------------------------------------------------
     def _lookup(self, request: _Request) -> _Lookup:
-        if self.cache is None or not request.candidates:
+        if self.cache is None or not self._pair_cacheable or not request.candidates:
             return _Lookup([], [None] * len(request.candidates))
         started = time.perf_counter()
         namespace = request.primary.scorer.cache_namespace
-        keys = [pair_key(namespace, request.query_fp, self._fp.fingerprint(t))
-                for t in request.texts]
+        doc_fps = [self._fp.fingerprint(t) for t in request.texts]
+        keys = [pair_key(namespace, request.query_fp, fp) for fp in doc_fps]
+        found = self._get_many(keys)
+        cached = [found.get(key) for key in keys]
+        hits = sum(1 for r in cached if r is not None)
         backend = getattr(self.cache, "backend", "custom")
-        try:
-            found = self.cache.get_many(set(keys))
-        except CacheError:
-            found = {}
-        except Exception as exc:  # noqa: BLE001 - a cache bug must not reach the app
-            logger.warning("cache lookup failed: %s", type(exc).__name__)
-            instruments.cache_error(backend, "get", type(exc).__name__)
-            found = {}
-        lookup = _Lookup(keys, [found.get(key) for key in keys],
-                         time.perf_counter() - started)
-        for result, count in (("hit", lookup.hits), ("miss", lookup.misses)):
+        for result, count in (("hit", hits), ("miss", len(keys) - hits)):
             if count:
                 instruments.add(c.CACHE_LOOKUPS, count, backend=backend, result=result)
-        return lookup
+        filled: list[int] = []
+        similarity = None
+        if self.semantic is not None and hits < len(keys):
+            similarity = self._semantic_fill(request, namespace, doc_fps, cached, filled)
+        return _Lookup(keys, cached, time.perf_counter() - started, tuple(filled),
+                       similarity if filled else None)
+
+    def _get_many(self, keys: list[str]) -> dict[str, float]:
+        try:
+            return self.cache.get_many(set(keys))
+        except CacheError:
+            return {}
+        except Exception as exc:  # noqa: BLE001 - a cache bug must not reach the app
+            logger.warning("cache lookup failed: %s", type(exc).__name__)
+            instruments.cache_error(getattr(self.cache, "backend", "custom"), "get",
+                                    type(exc).__name__)
+            return {}
+
+    def _semantic_fill(self, request: _Request, namespace: str, doc_fps: list[str],
+                       cached: list[float | None], filled: list[int]) -> float | None:
+        """Step 2b: the misses' scores under the nearest earlier query, when one is
+        above the threshold (the candidates both requests share); fills ``cached``."""
+        try:
+            hit = self.semantic.nearest(request.query)
+        except Exception as exc:  # noqa: BLE001 - the layer must never fail a request
+            logger.warning("semantic cache lookup failed: %s", type(exc).__name__)
+            return None
+        if hit is None or hit.query_fingerprint == request.query_fp:
+            return None  # the exact pair cache already looked under this fingerprint
+        missing = {i: pair_key(namespace, hit.query_fingerprint, doc_fps[i])
+                   for i, value in enumerate(cached) if value is None}
+        found = self._get_many(list(missing.values()))
+        for index, key in missing.items():
+            if key in found:
+                cached[index] = found[key]
+                filled.append(index)
+        return hit.similarity
 
     # -- 3-4. score, fall back -----------------------------------------------------
     def _plan(self, request: _Request, lookup: _Lookup) -> Plan[_Scored]:
@@ -557,7 +604,7 @@ class Reranker:
         status = _status(scored, lookup, self.settings.shadow)
         selection = select(request.candidates, raw, model_scores, request.primary.selection,
                            top_n=request.top_n, tail=request.tail,
-                           shadow=status is Status.SHADOW)
+                           shadow=status is Status.SHADOW, budget=self._budget)
         result = RerankResult(
             items=tuple(selection.kept), status=status, fallback_reason=scored.reason,
             timings=StageTimings(request.validate_s, lookup.seconds, scored.seconds,
@@ -567,7 +614,10 @@ class Reranker:
             truncated=scored.output.truncated if scored.output else 0,
             dropped=tuple(selection.dropped),
             model_id=slot.scorer.model_id, request_id=request.request_id,
-            variant=request.variant, model_version=slot.scorer.revision)
+            variant=request.variant, model_version=slot.scorer.revision,
+            semantic_hits=len(lookup.semantic_filled),
+            semantic_similarity=lookup.semantic_similarity,
+            context_tokens=selection.tokens_kept, context_cut=selection.budget_cut)
         self._record(request, result, model_scores or [], selection, slot)
         return result
 
@@ -582,13 +632,29 @@ class Reranker:
         raw = [None] * len(lookup.cached) if from_secondary else list(lookup.cached)
         for index, value in scored.scores.items():
             raw[index] = value
-        if scored.slot is request.primary and scored.scores and self.cache is not None:
-            self._store(lookup, scored.scores)
+        if self.cache is not None and self._pair_cacheable and (
+                scored.slot is request.primary or scored.slot is None):
+            # new scores, and the semantic layer's under this query's own keys, so
+            # the exact pair cache answers the next identical request
+            reused = {i: lookup.cached[i] for i in lookup.semantic_filled}
+            new = {**reused, **(scored.scores if scored.slot is request.primary else {})}
+            if new:
+                self._store(lookup, new)
+            self._remember(request)
         if scored.output is not None:
             model = scored.slot.scorer.model_id
             instruments.add(c.MODEL_PAIRS, len(scored.scores), model=model)
             instruments.add(c.MODEL_DURATION, scored.output.model_seconds, model=model)
         return raw
+
+    def _remember(self, request: _Request) -> None:
+        """The pair cache now holds this query's scores: tell the semantic layer."""
+        if self.semantic is None:
+            return
+        try:
+            self.semantic.remember(request.query, request.query_fp)
+        except Exception as exc:  # noqa: BLE001 - the layer must never fail a request
+            logger.warning("semantic cache remember failed: %s", type(exc).__name__)
 
     def _store(self, lookup: _Lookup, scores: dict[int, float]) -> None:
         try:
@@ -740,7 +806,7 @@ def _status(scored: _Scored, lookup: _Lookup, shadow: bool) -> Status:
     if shadow and lookup.cached:
         return Status.SHADOW
     if lookup.cached and lookup.misses == 0:
-        return Status.CACHE
+        return Status.SEMANTIC_CACHE if lookup.semantic_filled else Status.CACHE
     return Status.OK
 
 
@@ -771,6 +837,10 @@ def _metrics(model: str, request: _Request, result: RerankResult,
             instruments.add(c.FEATURES_MISSING, count, model=model, feature=feature)
     for (policy, action), count in selection.policy_actions.items():
         instruments.add(c.POLICY_ACTIONS, count, model=model, policy=policy, action=action)
+    if result.context_tokens is not None:
+        instruments.observe(c.BUDGET_TOKENS_KEPT, result.context_tokens)
+        if result.context_cut:
+            instruments.add(c.BUDGET_DOCUMENTS_CUT, result.context_cut)
 
 
 def _time_left(deadline: Deadline) -> bool:
@@ -801,6 +871,16 @@ def _cache(value) -> PairCache | None:
         return RedisCache(value)
     if not isinstance(value, PairCache):
         raise ConfigurationError("cache must be 'memory', a redis:// URL, None, or a PairCache")
+    return value
+
+
+def _semantic(value, threshold: float):
+    if value in (None, False):
+        return None
+    if value is True:
+        from .cache.semantic import SemanticQueryCache
+
+        return SemanticQueryCache(threshold=threshold)
     return value
 
 

@@ -2,8 +2,9 @@
 
 :func:`normalize` maps raw model outputs to scores in [0, 1] (activation or
 calibration); :func:`select` then applies fusion, policies, threshold, relative
-cutoff, ``min_keep``, the unscored ``rerank_depth`` tail, shadow mode and the one
-``top_n`` cut, in that order. Nothing else on the request path reorders or cuts.
+cutoff, ``min_keep``, the unscored ``rerank_depth`` tail, shadow mode, the one
+``top_n`` cut and, last, the context token budget, in that order. Nothing else on
+the request path reorders or cuts.
 
 Everything here is pure and deterministic: ties are broken by the model score,
 then by retrieval rank, so equal inputs always give equal outputs.
@@ -11,15 +12,20 @@ then by retrieval rank, so equal inputs always give equal outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
 from .settings import RerankerSettings, validate_top_n
 from .types import Candidate, RankedItem
+
+if TYPE_CHECKING:
+    from .context_budget import ContextBudget
 
 #: Deprecated name of :class:`RerankerSettings` (selection reads its fields).
 SelectionSettings = RerankerSettings
@@ -259,6 +265,10 @@ class Selection:
     passed_threshold: int
     #: (policy name, "blocked" | "boosted" | "lowered") -> candidates
     policy_actions: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: kept items the context budget left out (they are in ``dropped``, first)
+    budget_cut: int = 0
+    #: tokens of the kept items when a budget applied, else None
+    tokens_kept: int | None = None
 
     def __iter__(self):  # ``kept, dropped, passed = select(...)``
         return iter((self.kept, self.dropped, self.passed_threshold))
@@ -331,6 +341,7 @@ def select(
     top_n: int | None = None,
     tail: Sequence[Candidate] = (),
     shadow: bool = False,
+    budget: ContextBudget | None = None,
 ) -> Selection:
     """Order and cut, in one place.
 
@@ -346,6 +357,10 @@ def select(
             threshold is set (they were never scored against it).
         shadow: Return the retrieval order of everything not blocked (scores kept on
             the items for the record).
+        budget: The context token budget, applied last (after ``top_n``) to what is
+            kept: most relevant first until it is full (see
+            :class:`~rerank_plugins.context_budget.ContextBudget`). A result cut to fit
+            is a copy whose candidate text is the cut text.
     """
     validate_top_n(top_n)
     limit = top_n if top_n is not None else settings.top_n
@@ -369,4 +384,13 @@ def select(
             ordered, rest = passing, rest + tail_items
     kept = ordered if limit is None else ordered[:limit]
     cut = [] if limit is None else ordered[limit:]
-    return Selection(kept, cut + rest + blocked + tail_blocked, passed, actions)
+    if budget is None or not kept:
+        return Selection(kept, cut + rest + blocked + tail_blocked, passed, actions)
+    fitted = budget.apply(kept, record=False)
+    kept_now = list(fitted.kept)
+    if fitted.truncated_text is not None:
+        last = kept_now[-1]
+        kept_now[-1] = dataclasses.replace(
+            last, candidate=dataclasses.replace(last.candidate, text=fitted.truncated_text))
+    return Selection(kept_now, fitted.cut + cut + rest + blocked + tail_blocked, passed,
+                     actions, budget_cut=len(fitted.cut), tokens_kept=fitted.tokens_kept)

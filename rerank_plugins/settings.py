@@ -99,6 +99,13 @@ class RerankerSettings:
     stuck_after_s: float | None = _setting(
         None, "A model call older than this counts as hung; None = max(1, 2 x timeout_s).",
         "guards")
+    semantic_cache: Any = _setting(
+        None, "The semantic query layer after the exact pair cache: None/False (off), "
+        "True for a SemanticQueryCache on the bundled MiniLM, or a SemanticQueryCache. "
+        "Needs a pair cache.", "guards")
+    semantic_threshold: float = _setting(
+        0.95, "Minimum cosine similarity of an earlier query whose cached scores are "
+        "reused (when semantic_cache=True builds the layer).", "guards")
     # -- selection ------------------------------------------------------------------
     top_n: int | None = _setting(
         None, "Results returned (None = all); a per-call top_n wins.", "selection")
@@ -140,6 +147,17 @@ class RerankerSettings:
         "split", "'split' serves each arm its share; 'shadow_compare' serves the control "
         "and scores the split's share with the variant in the background, logging both "
         "orders (served=false for the variant).", "rollout")
+    context_tokens: int | None = _setting(
+        None, "Token budget of the kept results, applied last in selection (after "
+        "threshold and top_n): most relevant first until it is full. None = off.",
+        "selection")
+    context_tokenizer: str | None = _setting(
+        None, "How the budget counts tokens: None (ceil(chars / 4)), a Hugging Face "
+        "tokenizer folder, or a tiktoken encoding name already in tiktoken's cache.",
+        "selection")
+    context_truncate_last: bool = _setting(
+        False, "Cut the first result that does not fit the budget instead of dropping "
+        "it (the most relevant result is always kept, cut if need be).", "selection")
     # -- telemetry and privacy ------------------------------------------------------
     event_log: Any = _setting(
         None, "An EventLog or a directory for the per-request JSONL events.", "telemetry")
@@ -272,6 +290,16 @@ def _check(s: RerankerSettings) -> None:
             s.breaker, "acquire"):
         raise ConfigurationError("breaker must be a CircuitBreaker, a mapping of its "
                                  "arguments, or None")
+    if s.semantic_cache not in (None, False, True) and not hasattr(s.semantic_cache,
+                                                                    "nearest"):
+        raise ConfigurationError("semantic_cache must be None, True or a SemanticQueryCache")
+    if not (_is_number(s.semantic_threshold) and 0 < s.semantic_threshold <= 1):
+        raise ConfigurationError("semantic_threshold must be in (0, 1]")
+    _optional_positive_int("context_tokens", s.context_tokens)
+    if s.context_tokenizer is not None and (not isinstance(s.context_tokenizer, str)
+                                            or not s.context_tokenizer.strip()):
+        raise ConfigurationError("context_tokenizer must be a folder, a tiktoken encoding "
+                                 "name, or None")
     if s.calibration is not None and not isinstance(s.calibration, (str, Path)) and not \
             hasattr(s.calibration, "apply"):
         raise ConfigurationError("calibration must be a Calibration, a file path, or None")

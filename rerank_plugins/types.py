@@ -14,6 +14,9 @@ class Status(str, enum.Enum):
 
     OK = "ok"  #: the model scored at least one pair
     CACHE = "cache"  #: every pair came from the cache
+    #: every pair came from the caches, some under a near-identical earlier query
+    #: (the semantic query layer); ``semantic_similarity`` says how near
+    SEMANTIC_CACHE = "semantic_cache"
     FALLBACK = "fallback"  #: the primary model did not serve; see ``fallback_reason``
     SHADOW = "shadow"  #: scored and recorded, but the retrieval order was returned
 
@@ -125,6 +128,14 @@ class RerankResult:
     request_id: str = ""
     variant: str = "control"  #: which rollout arm served ("control" without a split)
     model_version: str = ""  #: the serving scorer's revision
+    #: pairs whose scores came from an earlier query through the semantic layer
+    semantic_hits: int = 0
+    #: cosine similarity of that earlier query (None: no semantic hit)
+    semantic_similarity: float | None = None
+    #: tokens of the kept items when a context budget is set (None: no budget)
+    context_tokens: int | None = None
+    #: results the context budget left out (listed first in ``dropped``)
+    context_cut: int = 0
 
     def __len__(self) -> int:
         return len(self.items)

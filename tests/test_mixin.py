@@ -241,6 +241,8 @@ def test_alerts_page_or_ticket_as_specified_with_all_annotations():
         "RerankDriftDetected": {"warning"},
         "RerankDriftJobStale": {"warning"},
         "RerankModelVersionMismatch": {"warning"},
+        "RerankSemanticCacheNearHitsHigh": {"warning"},
+        "RerankLLMTokensPerAnswerHigh": {"warning"},
     }
 
 

@@ -26,6 +26,9 @@ Retries (connect errors, 429/502/503/504, timeouts) happen only while the reques
 deadline still has room for a typical call (a moving average of recent call times)
 plus the back-off; a retry never starts a call that cannot finish in time.
 
+The exchange itself (pooled clients, this error mapping, the retry budget) lives in
+:mod:`._http`, shared with :class:`~rerank_plugins.scoring.llm.LLMScorer`.
+
 Deadlines: every ``ScoreRequest`` may carry ``deadline_at`` (a ``time.monotonic()``
 instant, which :class:`~rerank_plugins.Reranker` fills with its request deadline);
 otherwise ``score_many(..., deadline_s=...)`` or the scorer's ``timeout_s`` applies.
@@ -40,59 +43,20 @@ native-async path for callers that drive the scorer from an event loop themselve
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
 import math
-import os
-import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConfigurationError, RemoteOverloaded, ScorerError, ScorerTimeout
-from ..waiting import CallWait, SleepWait, run_async, run_sync
+from ..errors import ConfigurationError, ScorerError
+from ._http import Attempt, HttpExchange, httpx_module, redact_url
 from .base import ScoreOutput, ScoreRequest
 
-logger = logging.getLogger(__name__)
+__all__ = ["PROTOCOLS", "RemoteScorer", "redact_url"]
 
 PROTOCOLS = ("tei", "cohere")
 _DEFAULT_PATHS = {"tei": "/rerank", "cohere": "/v1/rerank"}
-_OVERLOADED = (429, 503)
-_RETRYABLE_STATUS = (429, 502, 503, 504)
-_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-
-
-def _httpx():
-    try:
-        import httpx
-    except ImportError as exc:
-        raise ImportError(
-            "RemoteScorer needs httpx: pip install 'rerank-plugins[remote]'") from exc
-    return httpx
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info, query or fragment: safe to log and to key caches on."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """What one HTTP exchange produced: scores, or an error and whether to retry."""
-
-    scores: list[float] | None = None
-    error: ScorerError | None = None
-    retryable: bool = False
-    retry_after_s: float | None = None
 
 
 class RemoteScorer:
@@ -162,16 +126,9 @@ class RemoteScorer:
         trust_env: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        httpx = _httpx()
+        httpx_module()
         if protocol not in PROTOCOLS:
             raise ConfigurationError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"url must be http(s)://host[:port], got {redact_url(url)!r}")
-        if parts.username or parts.password:
-            raise ConfigurationError(
-                "put credentials in an environment variable named by api_key_env, "
-                "not in the url")
         if not isinstance(model, str) or not model:
             raise ConfigurationError("model must name the model the endpoint serves")
         for name, value in (("timeout_s", timeout_s), ("connect_timeout_s", connect_timeout_s),
@@ -183,8 +140,14 @@ class RemoteScorer:
                 "max_client_batch_size, max_concurrency and max_connections must be >= 1")
         if max_retries < 0 or retry_backoff_s < 0:
             raise ConfigurationError("max_retries and retry_backoff_s must be >= 0")
+        self._http = HttpExchange(
+            url, owner="RemoteScorer", api_key_env=api_key_env,
+            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+            max_connections=max_connections, max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s, ca_bundle=ca_bundle, trust_env=trust_env,
+            clock=clock)
         self.protocol = protocol
-        self.url = redact_url(url)
+        self.url = self._http.url
         self.endpoint = self.url + (path or _DEFAULT_PATHS[protocol])
         self._model = model
         self._revision = revision
@@ -198,30 +161,8 @@ class RemoteScorer:
         self.raw_scores = bool(raw_scores)
         self.truncate = bool(truncate)
         self._clock = clock
-        headers = {"Accept": "application/json"}
-        if api_key_env is not None:
-            api_key = os.environ.get(api_key_env, "")
-            if not api_key.strip():
-                raise ConfigurationError(
-                    f"environment variable {api_key_env} (api_key_env) is empty or unset")
-            headers["Authorization"] = f"Bearer {api_key.strip()}"
-            if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
-                logger.warning("RemoteScorer sends an API key over plain http to %s; "
-                               "use https outside one host", self.url)
-        self._verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True)
-        self._limits = httpx.Limits(max_connections=max_connections,
-                                    max_keepalive_connections=max_connections)
-        self._headers = headers
-        self._trust_env = bool(trust_env)
-        self._client = httpx.Client(headers=headers, verify=self._verify,
-                                    limits=self._limits, follow_redirects=False,
-                                    trust_env=self._trust_env)
-        self._async_client = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._typical_call_s: float | None = None  # moving average of successful calls
 
     # -- protocol -----------------------------------------------------------------
     @property
@@ -299,16 +240,15 @@ class RemoteScorer:
 
     def close(self) -> None:
         """Close the connection pool (and the chunk thread pool)."""
-        self._client.close()
+        self._http.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
     async def aclose(self) -> None:
         """Close the async connection pool, then the sync one."""
-        if self._async_client is not None:
-            await self._async_client.aclose()
-            self._async_client = None
-        self.close()
+        await self._http.aclose()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     # -- planning -----------------------------------------------------------------
     def _jobs(self, requests: Sequence[ScoreRequest], deadline_s: float | None):
@@ -344,84 +284,23 @@ class RemoteScorer:
         return {"model": self._model, "query": query, "documents": texts,
                 "top_n": len(texts), "return_documents": False}
 
-    def _timeout(self, remaining: float):
-        httpx = _httpx()
-        connect = min(self.connect_timeout_s, remaining)
-        read = min(self.read_timeout_s, remaining)
-        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
-
-    # -- one HTTP exchange --------------------------------------------------------
+    # -- one HTTP exchange (the shared HttpExchange does the calling) -------------
     def _call_sync(self, query: str, texts: list[str], deadline_at: float):
-        return run_sync(self._exchange(query, texts, deadline_at, self._client.post))
+        return self._http.post(self.endpoint, self._payload(query, texts), deadline_at,
+                               lambda content: self._parse(content, len(texts)))
 
     async def _call_async(self, query: str, texts: list[str], deadline_at: float):
-        return await run_async(self._exchange(query, texts, deadline_at,
-                                              self._async().post))
+        return await self._http.apost(self.endpoint, self._payload(query, texts),
+                                      deadline_at,
+                                      lambda content: self._parse(content, len(texts)))
 
-    def _exchange(self, query: str, texts: list[str], deadline_at: float, post):
-        """One chunk's HTTP exchange with retries inside the deadline, written once:
-        the sync and async paths differ only in the ``post`` they pass and in how the
-        driver waits (``waiting.run_sync`` / ``run_async``)."""
-        httpx = _httpx()
-        attempt = 0
-        while True:
-            remaining = deadline_at - self._clock()
-            if remaining <= 0:
-                raise ScorerTimeout(f"deadline passed before calling {self.endpoint}")
-            started = self._clock()
-            call = functools.partial(post, self.endpoint, json=self._payload(query, texts),
-                                     timeout=self._timeout(remaining))
-            try:
-                response = yield CallWait(call)
-            except httpx.HTTPError as exc:
-                outcome = self._transport_failure(exc)
-            else:
-                outcome = self._interpret(response.status_code, response.headers,
-                                          response.content, len(texts), started)
-            attempt += 1
-            if outcome.error is None:
-                return outcome.scores, attempt
-            wait = self._retry_wait(outcome, attempt, deadline_at)
-            if wait is None:
-                raise outcome.error
-            yield SleepWait(wait)
-
-    def _transport_failure(self, exc) -> _Attempt:
-        httpx = _httpx()
-        name = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            error: ScorerError = ScorerTimeout(f"{name} calling {self.endpoint}")
-            retryable = True
-        elif _caused_by(exc, ssl.SSLCertVerificationError):
-            # a certificate that does not verify will not verify on the next try either
-            error, retryable = ScorerError(f"{name} calling {self.endpoint}: {exc}"), False
-        elif isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
-            # nothing was scored (refused, reset, or a keep-alive connection the
-            # server had closed): safe to send again
-            error, retryable = ScorerError(f"{name} calling {self.endpoint}: {exc}"), True
-        else:
-            error, retryable = ScorerError(f"{name} calling {self.endpoint}: {exc}"), False
-        error.__cause__ = exc
-        return _Attempt(error=error, retryable=retryable)
+    def _transport_failure(self, exc) -> Attempt:
+        return self._http.transport_failure(exc, self.endpoint)
 
     def _interpret(self, status: int, headers, content: bytes, n: int,
-                   started: float) -> _Attempt:
-        if status == 200:
-            try:
-                scores = self._parse(content, n)
-            except ScorerError as exc:
-                return _Attempt(error=exc)
-            self._observe(self._clock() - started)
-            return _Attempt(scores=scores)
-        detail = content[:200].decode("utf-8", "replace")
-        message = f"{self.endpoint} answered HTTP {status}: {detail}"
-        retry_after = _retry_after(headers.get("Retry-After"))
-        if status in _OVERLOADED:
-            return _Attempt(error=RemoteOverloaded(message), retryable=True,
-                            retry_after_s=retry_after)
-        if status == 504:
-            return _Attempt(error=ScorerTimeout(message), retryable=True)
-        return _Attempt(error=ScorerError(message), retryable=status in _RETRYABLE_STATUS)
+                   started: float) -> Attempt:
+        return self._http.interpret(status, headers, content, self.endpoint,
+                                    lambda body: self._parse(body, n), started)
 
     def _parse(self, content: bytes, n: int) -> list[float]:
         import json
@@ -453,29 +332,9 @@ class RemoteScorer:
             raise ScorerError(f"{self.endpoint} left {missing} of {n} texts unscored")
         return scores  # type: ignore[return-value]
 
-    # -- retry budget ---------------------------------------------------------------
-    def _observe(self, seconds: float) -> None:
-        with self._lock:
-            previous = self._typical_call_s
-            self._typical_call_s = seconds if previous is None else 0.8 * previous + 0.2 * seconds
-
     def typical_call_s(self) -> float:
         """Recent successful call time (before the first success: the connect timeout)."""
-        with self._lock:
-            return self._typical_call_s if self._typical_call_s is not None \
-                else self.connect_timeout_s
-
-    def _retry_wait(self, outcome: _Attempt, attempt: int, deadline_at: float) -> float | None:
-        """Seconds to wait before retrying, or ``None`` when no retry fits."""
-        if not outcome.retryable or attempt > self.max_retries:
-            return None
-        backoff = self.retry_backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-        if outcome.retry_after_s is not None:
-            backoff = max(backoff, outcome.retry_after_s)
-        remaining = deadline_at - self._clock()
-        if remaining < backoff + self.typical_call_s():
-            return None
-        return backoff
+        return self._http.typical_call_s()
 
     # -- pools ----------------------------------------------------------------------
     def _executor(self) -> ThreadPoolExecutor:
@@ -484,33 +343,3 @@ class RemoteScorer:
                 self._pool = ThreadPoolExecutor(self.max_concurrency,
                                                 thread_name_prefix="rerank-remote")
             return self._pool
-
-    def _async(self):
-        httpx = _httpx()
-        loop = asyncio.get_running_loop()
-        if self._async_client is None or self._async_loop is not loop:
-            # an AsyncClient's connections belong to one event loop
-            self._async_client = httpx.AsyncClient(
-                headers=self._headers, verify=self._verify, limits=self._limits,
-                follow_redirects=False, trust_env=self._trust_env)
-            self._async_loop = loop
-        return self._async_client
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, kind):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # HTTP-date form: ignore, the deadline bounds the wait anyway
-    return seconds if seconds >= 0 else None

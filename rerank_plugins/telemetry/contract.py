@@ -102,6 +102,7 @@ MISSING_FEATURES = ("text", "retrieval_score", "policy_metadata")
 #: What a policy did to a candidate (``rerank_policy_actions``).
 POLICY_ACTIONS = ("blocked", "boosted", "lowered")
 CONTROL_VARIANT = "control"
+L_TOKEN_TYPE = "token_type"
 
 STAGES = ("validate", "cache", "score", "select")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -208,11 +209,58 @@ INFLIGHT_ABANDONED = MetricSpec(
     (L_MODEL,),
 )
 
+# -- the semantic query layer, the LLM scorer and the context budget ----------------
+SEMANTIC_KINDS = ("exact", "near", "miss")
+SIMILARITY_BUCKETS = (0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 1.0)
+TOKEN_BUCKETS = (0, 64, 128, 256, 512, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 16000)
+LLM_TOKEN_TYPES = ("prompt", "completion")
+LLM_ANSWER_RESULTS = ("ok", "incomplete", "invalid")
+
+SEMANTIC_LOOKUPS = MetricSpec(
+    "rerank_semantic_cache_lookups", Kind.COUNTER, "{request}",
+    "Semantic query-layer lookups by kind: exact (same query text), near (an earlier "
+    "query above the cosine threshold), miss.",
+    (L_KIND,),
+)
+SEMANTIC_SIMILARITY = MetricSpec(
+    "rerank_semantic_cache_similarity", Kind.HISTOGRAM, "1",
+    "Cosine similarity between a query and the earlier query whose scores it reused "
+    "(near hits only).",
+    (), SIMILARITY_BUCKETS,
+)
+LLM_TOKENS = MetricSpec(
+    "rerank_llm_tokens", Kind.COUNTER, "{token}",
+    "Tokens an LLM scorer's endpoint reported (usage), by type: prompt, completion.",
+    (L_MODEL, L_TOKEN_TYPE),
+)
+LLM_ANSWERS = MetricSpec(
+    "rerank_llm_answers", Kind.COUNTER, "{answer}",
+    "LLM scorer answers by result: ok, incomplete (a listwise ranking that left ids out; "
+    "kept in input order), invalid (refused by the strict parser: a fallback).",
+    (L_MODEL, L_RESULT),
+)
+BUDGET_TOKENS_KEPT = MetricSpec(
+    "rerank_context_budget_tokens_kept", Kind.HISTOGRAM, "{token}",
+    "Tokens of the documents the context budget kept per request.",
+    (), TOKEN_BUCKETS,
+)
+BUDGET_DOCUMENTS_CUT = MetricSpec(
+    "rerank_context_budget_documents_cut", Kind.COUNTER, "{document}",
+    "Ranked documents left out because the context token budget was full.",
+)
+
 LIBRARY_METRICS: tuple[MetricSpec, ...] = (
     REQUEST_DURATION, STAGE_DURATION, REQUESTS, FALLBACKS, ERRORS, CANDIDATES, KEPT,
     CACHE_LOOKUPS, CACHE_ERRORS, CIRCUIT_STATE, TRUNCATIONS, MODEL_INFO, TOP1_SCORE,
     MODEL_PAIRS, MODEL_DURATION, EVENTS_WRITTEN, EVENTS_DROPPED, INFLIGHT_ABANDONED,
     FEATURES_MISSING, POLICY_ACTIONS, FEEDBACK,
+)
+# Emitted by opt-in components (the semantic query layer, the LLM scorer, the context
+# budget) only when an application uses them, so a plain Reranker's traffic does not
+# produce them; instruments are created for them like for the library metrics.
+COMPONENT_METRICS: tuple[MetricSpec, ...] = (
+    SEMANTIC_LOOKUPS, SEMANTIC_SIMILARITY, LLM_TOKENS, LLM_ANSWERS, BUDGET_TOKENS_KEPT,
+    BUDGET_DOCUMENTS_CUT,
 )
 
 # Published by `rerank-ops drift` (Prometheus textfile collector / Pushgateway).
@@ -240,7 +288,7 @@ DRIFT_METRICS: tuple[MetricSpec, ...] = (
     DRIFT_SHARE, DRIFT_DETECTED, DRIFT_FEATURE_SCORE, DRIFT_LAST_SUCCESS, DRIFT_DURATION,
 )
 
-ALL_METRICS: tuple[MetricSpec, ...] = LIBRARY_METRICS + DRIFT_METRICS
+ALL_METRICS: tuple[MetricSpec, ...] = LIBRARY_METRICS + COMPONENT_METRICS + DRIFT_METRICS
 
 # Span names and attributes
 SPAN_RERANK = "rerank"

@@ -46,6 +46,9 @@ FIELDS: dict[str, str] = {
     "event": "str", "variant": "str", "model_version": "str", "served": "bool",
     # feedback events (event == "feedback"): which result of which request
     "request_id": "str", "doc_fp": "str", "label": "float", "position": "int",
+    # optional components (null when not in use)
+    "semantic_hits": "int", "semantic_similarity": "float",
+    "context_tokens_kept": "int", "n_cut_by_budget": "int",
 }
 
 #: ``event`` of a request record (also assumed when the field is absent) and of a
@@ -182,6 +185,10 @@ def build_event(
         "served": served,
         "request_id": result.request_id,
         "doc_fp": None, "label": None, "position": None,
+        "semantic_hits": getattr(result, "semantic_hits", 0),
+        "semantic_similarity": getattr(result, "semantic_similarity", None),
+        "context_tokens_kept": getattr(result, "context_tokens", None),
+        "n_cut_by_budget": getattr(result, "context_cut", 0),
     }
     return event
 

@@ -57,7 +57,8 @@ def get() -> dict[str, object]:
             meter = metrics.get_meter(c.METER_NAME)
             created = {
                 spec.name: _create(meter, spec)
-                for spec in c.LIBRARY_METRICS if spec.kind is not c.Kind.GAUGE
+                for spec in c.LIBRARY_METRICS + c.COMPONENT_METRICS
+                if spec.kind is not c.Kind.GAUGE
             }
             for spec, callback in (
                 (c.CIRCUIT_STATE, _observe_circuits),

@@ -61,9 +61,15 @@ def _table(rows: list[tuple[str, dict[str, float]]]) -> str:
 @json_option
 @click.option("--allow-eval-collection", is_flag=True,
               help="Allow --tune on an evaluation-only collection (scifact, med).")
+@click.option("--semantic-cache", is_flag=True,
+              help="Also replay the queries and paraphrase-like variants through the "
+              "semantic query layer: hit rate by kind, wrong hits, nDCG@10 change.")
+@click.option("--semantic-threshold", default=0.95, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True),
+              help="Cosine threshold of the semantic layer for --semantic-cache.")
 def eval_cmd(collection_path, run_file, model, kind, dtype, depth, fusion, alpha, config_path,
              max_queries, tune_out, dev_fraction, min_ndcg_gain, json_path,
-             allow_eval_collection):
+             allow_eval_collection, semantic_cache, semantic_threshold):
     """Rerank a collection's first-stage run and report nDCG@10, MRR@10, R@100.
 
     Metrics come from ir-measures. With --tune, settings are chosen on a dev split
@@ -74,6 +80,7 @@ def eval_cmd(collection_path, run_file, model, kind, dtype, depth, fusion, alpha
       rerank-ops eval --collection ../shared/data/cranfield --min-ndcg-gain 0
       rerank-ops eval --collection ../shared/data/cisi --tune cisi.json
       rerank-ops eval --collection ../shared/data/cisi --config cisi.json
+      rerank-ops eval --collection ../shared/data/cranfield --semantic-cache
     """
     try:
         collection = load_collection(collection_path, run_file=run_file)
@@ -119,6 +126,12 @@ def eval_cmd(collection_path, run_file, model, kind, dtype, depth, fusion, alpha
     click.echo(f"per-query nDCG@10: {sum(v > 0 for v in values)} better, "
                f"{sum(v < 0 for v in values)} worse, {sum(v == 0 for v in values)} same; "
                f"median delta {statistics.median(values) if values else 0.0:+.4f}")
+    if semantic_cache:
+        from ..semantic_eval import format_report, replay_at
+
+        report["semantic_cache"] = replay_at(collection, scorer, scored, qids, setting,
+                                             semantic_threshold)
+        click.echo("\n" + format_report(report["semantic_cache"]))
     if tune_out:
         dev, held = split_queries(qids, dev_fraction=dev_fraction)
         result = tune(collection, scored, dev, held, default=setting)

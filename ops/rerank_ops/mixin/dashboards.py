@@ -241,6 +241,32 @@ def debug(config: MixinConfig) -> list[Panel]:
                       "since last success"),
                Target(q.gauge(c.DRIFT_DURATION, drift=True), "last run duration")],
               width=12),
+    ] + _component_panels(q)
+
+
+def _component_panels(q: _Queries) -> list[Panel]:
+    """Debug panels of the opt-in components (empty where they are not used)."""
+    return [
+        Panel("Semantic cache lookups", "Semantic query-layer lookups by kind: exact (same "
+              "text), near (an earlier query above the cosine threshold), miss.", "reqps",
+              [Target(q.rate(c.SEMANTIC_LOOKUPS, (c.L_KIND,)), "{{kind}}")], width=8),
+        Panel("Semantic hit similarity", "Cosine similarity of near hits to the query whose "
+              "scores they reused: mass close to the threshold means borderline reuse.",
+              "none", [Target(q.heatmap(c.SEMANTIC_SIMILARITY), "{{le}}", heatmap=True)],
+              kind="heatmap", width=8),
+        Panel("LLM tokens", "Tokens the LLM scorer's endpoint reported, by model and type "
+              "(prompt, completion): the cost of LLM reranking.", "short",
+              [Target(q.rate(c.LLM_TOKENS, (c.L_MODEL, c.L_TOKEN_TYPE)),
+                      "{{model}} {{token_type}}")], width=8),
+        Panel("LLM answers", "LLM scorer answers by result: ok, incomplete (a listwise "
+              "ranking that left ids out), invalid (refused by the parser: a fallback).",
+              "cps", [Target(q.rate(c.LLM_ANSWERS, (c.L_MODEL, c.L_RESULT)),
+                             "{{model}} {{result}}")], width=8),
+        Panel("Context budget", "Tokens kept per request (p50, p95) by the context budget, "
+              "and ranked documents it left out per second.", "short",
+              [Target(q.quantile(0.5, c.BUDGET_TOKENS_KEPT), "tokens kept p50"),
+               Target(q.quantile(0.95, c.BUDGET_TOKENS_KEPT), "tokens kept p95"),
+               Target(q.rate(c.BUDGET_DOCUMENTS_CUT), "documents cut /s")], width=8),
     ]
 
 

@@ -230,7 +230,51 @@ def alert_rules(config: MixinConfig) -> list[dict]:
             "minutes: cached scores and rankings differ between replicas.",
             "30m"),
     ]
+    alerts += component_alerts(config)
     return alerts
+
+
+# -- opt-in components (semantic query layer, LLM scorer) ----------------------------
+# Their thresholds are constants here for now; they belong in MixinConfig once the
+# config grows a section for components.
+#: Share of semantic lookups answered by a NEAR hit above which the layer is
+#: suspected of serving another question's scores (exact hits are always right).
+SEMANTIC_NEAR_SHARE_MAX = 0.5
+#: Tokens per LLM answer over the last hour vs the last day above which the LLM
+#: scorer is over its cost budget (prompts grew: longer documents, a wider window).
+LLM_TOKENS_PER_ANSWER_GROWTH = 1.5
+
+
+def component_alerts(config: MixinConfig) -> list[dict]:
+    """Alerts on the opt-in components; silent (no series) where they are not used."""
+    sel = config.reranker_selector
+    near_share = share(rate(c.SEMANTIC_LOOKUPS, sel, "1h", kind="near"),
+                       rate(c.SEMANTIC_LOOKUPS, sel, "1h"))
+
+    def per_answer(window: str) -> str:
+        return (f"{rate(c.LLM_TOKENS, sel, window, by=(c.L_MODEL,))} / "
+                f"{rate(c.LLM_ANSWERS, sel, window, by=(c.L_MODEL,))}")
+
+    return [
+        _alert(
+            config, "RerankSemanticCacheNearHitsHigh",
+            f"{near_share} > {_number(SEMANTIC_NEAR_SHARE_MAX)}",
+            "warning", "Most semantic-cache lookups reuse another query's scores.",
+            "{{ $value | humanizePercentage }} of semantic-cache lookups over the last hour "
+            "were near hits (another query's scores reused; threshold "
+            f"{SEMANTIC_NEAR_SHARE_MAX:.0%}): check that users are not getting rankings "
+            "meant for a different question.",
+            "30m"),
+        _alert(
+            config, "RerankLLMTokensPerAnswerHigh",
+            f"({per_answer('1h')}) > {_number(LLM_TOKENS_PER_ANSWER_GROWTH)} * "
+            f"({per_answer('1d')})",
+            "warning", "The LLM reranker spends more tokens per answer than it used to.",
+            "LLM model {{ $labels.model }} used {{ $value | humanize }} tokens per answer "
+            f"over the last hour, more than {_number(LLM_TOKENS_PER_ANSWER_GROWTH)}x its "
+            "daily average: the reranker is over its cost budget.",
+            "30m"),
+    ]
 
 
 def recording_groups(config: MixinConfig) -> dict:
