@@ -23,6 +23,7 @@ COMMANDS = {
     "runbooks": ("runbooks:runbooks", "List or show the on-call runbooks."),
     "mixin": ("mixin:mixin", "Generate dashboards and Prometheus rules from the metric contract."),
     "finetune": ("finetune:finetune_cmd", "Domain-adapt a cross-encoder from labeled pairs."),
+    "swap": ("swap:swap", "Make a served app hot-swap its model (admin endpoint or SIGHUP)."),
     "compare": ("compare:compare_cmd",
                 "Canary vs control from the event log + feedback; exit 3 when worse (gate)."),
 }
