@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import textwrap
 import subprocess
 import sys
 
@@ -30,7 +31,10 @@ def alert_rules() -> list[dict]:
 
 
 def code_blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    """Fenced blocks of ``language``, also those indented under a list item (dedented)."""
+    blocks = re.findall(rf"^([ \t]*)```{language}\n(.*?)^\1```", text,
+                        flags=re.MULTILINE | re.DOTALL)
+    return [textwrap.dedent(body) for _indent, body in blocks]
 
 
 def test_every_runbook_url_resolves_to_a_runbook_of_that_alert():
