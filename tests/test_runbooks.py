@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import textwrap
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import yaml

@@ -119,11 +119,12 @@ def collect(events: Iterable[dict], *, by: str = "variant", k: int = 3) -> Arms:
     arms: dict[str, Arm] = {}
     served_arm: dict[str, Arm] = {}  # request_id -> arm of the served record
     shadow_ids: set[str] = set()
-    feedback: list[dict] = []
+    # (request_id, label, position) only: a long log must not be held in memory
+    feedback: list[tuple] = []
     for row in events:
         kind = row.get("event") or REQUEST_EVENT
         if kind == FEEDBACK_EVENT:
-            feedback.append(row)
+            feedback.append((row.get("request_id"), row.get("label"), row.get("position")))
             continue
         if kind != REQUEST_EVENT:
             continue
@@ -150,8 +151,7 @@ def collect(events: Iterable[dict], *, by: str = "variant", k: int = 3) -> Arms:
             served_arm[request_id] = arm
     first: dict[str, int] = {}
     result = Arms(by, k, arms)
-    for row in feedback:
-        request_id = row.get("request_id")
+    for request_id, label, position in feedback:
         arm = served_arm.get(request_id)
         if arm is None:
             if request_id in shadow_ids:
@@ -160,10 +160,8 @@ def collect(events: Iterable[dict], *, by: str = "variant", k: int = 3) -> Arms:
                 result.feedback_unmatched += 1
             continue
         arm.feedback += 1
-        label = row.get("label")
         if not isinstance(label, (int, float)) or not label > 0:
             continue
-        position = row.get("position")
         if not isinstance(position, int) or position < 0:
             arm.clicks_without_position += 1
             continue
