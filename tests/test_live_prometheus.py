@@ -8,6 +8,11 @@ Faults are then injected for real where possible (Redis paused with SIGSTOP, the
 event-log directory replaced by a file) and through the app's fault-injecting
 scorer wrapper for the model outage.
 
+The app runs a 30% canary arm with a quarantine policy, candidates missing a
+retrieval score or policy metadata, and simulated clicks (feedback), so the rollout
+and safety series have data; the full test also hot-swaps the canary through
+`rerank-ops swap` and runs `rerank-ops compare` on the event log.
+
 Two tests: the full one (``-m slow``, about a minute and a half with the model
 load) and a short default one that runs the real reranker in-process, behind
 the session's OpenTelemetry Prometheus reader, and checks that the shipped rules
@@ -131,7 +136,8 @@ class ExampleApp:
              "--drift-port", "0", "--textfile-dir", str(self.textfile_dir),
              "--port-file", str(ports_file), "--faults-file", str(self.faults_file),
              "--redis-url", redis_url, "--event-log-dir", str(workdir / "events"),
-             "--rps", "3", "--timeout-s", "15", "--breaker-reset-s", "3"],
+             "--rps", "3", "--timeout-s", "15", "--breaker-reset-s", "3",
+             "--canary-split", "0.3", "--admin-port", "0"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
         def started() -> bool:
@@ -248,6 +254,30 @@ def test_dashboards_and_rules_have_data_and_fallback_alert_fires_in_outage(stack
     assert prometheus.query(fast_burn) == [], "fast burn fired on a healthy service"
     assert prometheus.query(circuit_open) == []
 
+    # -- rollout: both arms serve and get clicks; a hot swap of the canary fails nothing
+    wait_for(lambda: len(prometheus.query(
+        'sum by (variant) (rerank_feedback_total{job="rerank",kind="click"})')) == 2, 120,
+        "clicks of both arms did not show up")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "ops")])}
+    swapped = subprocess.run(
+        [sys.executable, "-m", "rerank_ops", "swap", "--admin-url",
+         f"http://127.0.0.1:{app.ports['admin']}", "--arm", "candidate"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert swapped.returncode == 0, swapped.stdout + swapped.stderr
+    time.sleep(3)  # scrapes of the requests served around the switch
+    fallbacks = prometheus.query(
+        'sum(rerank_requests_total{job="rerank",status="fallback"}) or vector(0)')
+    assert float(fallbacks[0]["value"][1]) == 0, "a request fell back around the hot swap"
+    compared = subprocess.run(
+        [sys.executable, "-m", "rerank_ops", "compare", "--log-dir",
+         str(app.workdir / "events"), "--min-requests", "5", "--json",
+         str(app.workdir / "compare.json")],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert compared.returncode in (0, 3), compared.stdout + compared.stderr
+    report = json.loads((app.workdir / "compare.json").read_text())
+    assert set(report["arms"]) == {"control", "candidate"}
+    assert all(arm["feedback"] > 0 for arm in report["arms"].values())
+
     # -- outage: model raises, Redis hangs, event-log directory is gone
     app.set_faults("scorer_outage", "event_log_failure")
     os.kill(redis.proc.pid, signal.SIGSTOP)
@@ -311,17 +341,31 @@ def test_shipped_rules_evaluate_on_the_real_reranker_and_fast_burn_fires_in_outa
     faults = example_app.FaultSwitch(faults_file)
     # the example app's fault injector: the real scorer until the outage is switched on
     scorer = example_app.FaultInjectingScorer(bi_scorer, faults, 30.0)
-    reranker = Reranker(scorer, timeout_ms=30_000, cache=None,
+    canary = example_app.FaultInjectingScorer(bi_scorer, faults, 30.0,
+                                              outage="canary_outage")
+    # rollout traffic through the public API: a 50% canary arm, the example app's
+    # quarantine policy, candidates without retrieval score or policy metadata, clicks
+    reranker = Reranker(scorer, timeout_s=30.0, cache=None,
+                        variants={example_app.CANARY: canary},
+                        split={example_app.CANARY: 0.5},
+                        policies=[example_app.quarantine_policy()],
                         breaker=CircuitBreaker("live-short-scorer", reset_timeout_s=1.0))
     port = start_metrics_server(0)
     stop = threading.Event()
 
     def load() -> None:
-        docs = ["wings make lift", "yeast makes bread rise", "the moon has phases"]
+        import random
+
+        rng = random.Random(3)
+        corpus = example_app.build_corpus()[:40]  # short documents: a fast loop
         while not stop.is_set():
             faults.refresh()
-            reranker.rerank("how do wings work", docs)
-            stop.wait(0.2)
+            result = reranker.rerank("how do wings work",
+                                     example_app.make_candidates(rng, corpus, 6),
+                                     key=f"user-{rng.randrange(100)}")
+            if result.items and rng.random() < 0.5:
+                reranker.feedback(result.request_id, result.items[0].id, position=0)
+            stop.wait(0.1)
 
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
@@ -343,6 +387,34 @@ def test_shipped_rules_evaluate_on_the_real_reranker_and_fast_burn_fires_in_outa
         # every runbook expression is accepted by the real Prometheus on live data
         errors, _ = prometheus.query_errors(runbook_queries())
         assert not errors, "runbook queries Prometheus refused:\n" + "\n".join(errors)
+
+        # the rollout and safety series, recorded from what the library emitted
+        def labels(expr: str, label: str) -> set[str]:
+            return {sample["metric"].get(label) for sample in prometheus.query(expr)}
+
+        arms = {"control", example_app.CANARY}
+        wait_for(lambda: labels(rules.VARIANT_FALLBACK_RATIO, "variant") == arms and
+                 labels(rules.VARIANT_LATENCY_P99, "variant") == arms and
+                 labels('sum by (variant) (rerank_feedback_total{job="rerank",kind="click"})',
+                        "variant") == arms, 60,
+                 "per-variant requests, latency and clicks did not show up")
+        blocked = wait_for(lambda: prometheus.query(
+            rules.POLICY_BLOCK_RATIO.format(window="10m")), 30, "no policy-block share")
+        assert blocked[0]["metric"]["policy"] == "quarantine"
+        assert 0 < float(blocked[0]["value"][1]) < load_config().policy_block_share_threshold
+        wait_for(lambda: labels(rules.MISSING_FEATURE_RATIO, "feature") == {
+            "retrieval_score", "policy_metadata"}, 60, "missing-feature shares absent")
+        block_spike = [r for r in rules.alert_rules(config)
+                       if r["alert"] == "RerankPolicyBlockSpike"][0]["expr"]
+        assert prometheus.query(block_spike) == [], "a normal block share paged"
+        # a canary outage: only the canary arm falls back, control keeps serving
+        faults_file.write_text('["canary_outage"]')
+        wait_for(lambda: prometheus.query(
+            f'{rules.VARIANT_FALLBACK_RATIO}{{variant="{example_app.CANARY}"}} > 0'), 60,
+            "the canary's fallbacks did not show up")
+        assert prometheus.query(
+            f'{rules.VARIANT_FALLBACK_RATIO}{{variant="control"}} > 0') == []
+        faults_file.write_text("[]")
 
         faults_file.write_text('["scorer_outage"]')
         wait_for(lambda: prometheus.query(fast_burn), 60,

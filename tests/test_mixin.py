@@ -201,10 +201,28 @@ def test_dashboards_cover_the_panels_the_issue_asks_for():
             "Model-seconds per 1k requests"} <= titles["executive"]
     assert {"Latency p50 / p95 / p99 by status", "Fallbacks by reason", "Circuit state",
             "Cache hit rate", "Cache and Redis errors", "Event-log drops",
-            "Truncations"} <= titles["oncall"]
+            "Truncations", "Policy blocks (share of candidates)",
+            "Candidates missing a feature",
+            "Canary vs control: fallback share and p99"} <= titles["oncall"]
     assert {"Stage latency p95", "Candidates per request", "Kept per request",
             "Top-1 score distribution", "Model version mix",
-            "Drift per feature"} <= titles["debug"]
+            "Drift per feature", "Latency by variant and model",
+            "Fallback share by variant and model", "Top-1 score by variant and model",
+            "Online CTR by variant"} <= titles["debug"]
+
+
+def test_debug_dashboard_sets_rollout_arms_side_by_side():
+    board = committed_dashboards()["debug"]
+    for title in ("Latency by variant and model", "Fallback share by variant and model",
+                  "Top-1 score by variant and model", "Online CTR by variant"):
+        [panel] = [p for p in board["panels"] if p["title"] == title]
+        assert all("variant" in t["legendFormat"] for t in panel["targets"]), title
+        assert all(re.search(r"by \([^)]*variant", t["expr"]) for t in panel["targets"]), title
+    rows = {}
+    for panel in board["panels"]:
+        if "variant" in panel["title"]:
+            rows.setdefault(panel["gridPos"]["y"], []).append(panel["title"])
+    assert max(len(titles) for titles in rows.values()) == 4, "the four arm panels share a row"
 
 
 def test_provisioning_file_points_grafana_at_the_dashboards():
@@ -234,7 +252,10 @@ def test_alerts_page_or_ticket_as_specified_with_all_annotations():
         "RerankFallbackBudgetBurnFast": {"critical"},
         "RerankCircuitOpen": {"critical"},
         "RerankTargetAbsent": {"critical"},
+        "RerankPolicyBlockSpike": {"critical"},
         "RerankFallbackBudgetBurnSlow": {"warning"},
+        "RerankCandidateFeaturesMissing": {"warning"},
+        "RerankCanaryWorseThanControl": {"warning"},
         "RerankCacheHitRateCollapse": {"warning"},
         "RerankEventLogDropping": {"warning"},
         "RerankTruncationRateRising": {"warning"},

@@ -93,3 +93,22 @@ def test_grafana_provisioning_uses_the_generated_dashboard_provider():
         (ROOT / "ops/deploy/grafana/provisioning/datasources/prometheus.yaml").read_text())
     [entry] = datasource["datasources"]
     assert entry["type"] == "prometheus" and entry["url"].startswith("http://127.0.0.1:")
+
+
+def test_the_rollout_tests_catch_changed_thresholds(promtool, tmp_path):
+    # rules generated with looser rollout/safety thresholds must fail rollout.test.yml
+    settings = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    settings.update(policy_block_share_threshold=0.5, policy_block_spike_factor=10,
+                    missing_feature_share_threshold=0.3, variant_fallback_factor=20,
+                    variant_latency_p99_factor=50)
+    files = generate(config_from_mapping(settings))
+    for relative in (RECORDING_RULES, ALERT_RULES):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(files[relative])
+    shutil.copytree(TESTS_DIR, tmp_path / "ops/prometheus/tests")
+    done = run(promtool, "test", "rules",
+               str(tmp_path / "ops/prometheus/tests/rollout.test.yml"))
+    assert done.returncode != 0
+    for alert in ("RerankPolicyBlockSpike", "RerankCandidateFeaturesMissing",
+                  "RerankCanaryWorseThanControl"):
+        assert alert in done.stdout + done.stderr, alert

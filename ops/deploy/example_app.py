@@ -14,8 +14,28 @@ Faults are named in a JSON list in ``--faults-file`` (re-read twice a second):
 - ``event_log_failure``: the event-log directory is replaced by a regular file,
   as when a cleanup job removes it (events are dropped and counted).
 
+- ``canary_outage``: the canary arm's model raises (its fallbacks rise, control's
+  do not: ``RerankCanaryWorseThanControl``).
+
 A cache outage needs no switch: stop or pause the Redis server given by
 ``--redis-url`` (``kill -STOP <pid>``).
+
+Rollout traffic: ``--canary-split 0.05`` serves 5% of users (a fingerprinted user
+key) from a canary arm (``--canary-model`` folder, else a second copy of the default
+model); ``--variant-mode shadow_compare`` scores that share with the canary in the
+background instead. Candidates come with retrieval scores (5% without), a
+``source`` metadata key (3% without) read by a ``block_if`` policy that blocks the
+``quarantine`` source, and ``--click-rate`` of the requests get a simulated click
+(``Reranker.feedback``) at a top-heavy position, so every rollout and SLI series has
+data.
+
+Hot swap: ``--admin-port`` serves a loopback-only admin endpoint
+(``GET /admin/status``, ``POST /admin/swap`` with ``{"arm": "control"|"candidate",
+"model": "/folder"|null}``); SIGHUP swaps the arm and folder written in
+``--swap-model-file`` (``{"arm": ..., "model": ...}``, or just a folder for control)
+and writes the outcome to ``--swap-status-file``. Both call
+``swap_scorer(new, warmup=...)``: no request fails during the switch.
+``rerank-ops swap`` drives either.
 
 ``--drift-port`` serves the ``*.prom`` files of ``--textfile-dir`` the way the
 node_exporter textfile collector would, so the series that ``rerank-ops drift``
@@ -27,11 +47,14 @@ Example::
         --textfile-dir /tmp/rerank-textfiles --faults-file /tmp/rerank-faults.json
     echo '["scorer_outage"]' > /tmp/rerank-faults.json   # start an outage
     echo '[]' > /tmp/rerank-faults.json                  # end it
+    python ops/deploy/example_app.py --canary-split 0.05 --admin-port 9470
+    rerank-ops swap --admin-url http://127.0.0.1:9470 --arm candidate   # roll back
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import logging
 import os
@@ -48,7 +71,12 @@ from rerank_plugins.telemetry.prometheus import start_metrics_server
 
 logger = logging.getLogger("rerank-example-app")
 
-FAULTS = ("scorer_outage", "scorer_slow", "event_log_failure")
+FAULTS = ("scorer_outage", "scorer_slow", "event_log_failure", "canary_outage")
+CANARY = "candidate"
+#: Where users click, given they click (position bias: the top gets most clicks).
+CLICK_POSITION_WEIGHTS = (0.55, 0.2, 0.1, 0.06, 0.04, 0.02, 0.02, 0.01)
+SOURCES = ("wiki", "manual", "forum")
+WARMUP_QUERIES = ("how do airplane wings create lift", "why does bread dough rise")
 
 _TOPICS = {
     "aviation": ["wings generate lift from the pressure difference over an airfoil",
@@ -138,10 +166,12 @@ class FaultInjectingScorer:
     scorer (model id, revision, activation, cache namespace) is the real one's.
     """
 
-    def __init__(self, scorer, faults: FaultSwitch, deadline_s: float) -> None:
+    def __init__(self, scorer, faults: FaultSwitch, deadline_s: float, *,
+                 outage: str = "scorer_outage") -> None:
         self._scorer = scorer
         self._faults = faults
         self._deadline_s = deadline_s
+        self._outage = outage
 
     model_id = property(lambda self: self._scorer.model_id)
     revision = property(lambda self: self._scorer.revision)
@@ -152,8 +182,8 @@ class FaultInjectingScorer:
         return self._scorer.describe()
 
     def score_many(self, requests):
-        if "scorer_outage" in self._faults:
-            raise RuntimeError("injected scorer outage")
+        if self._outage in self._faults:
+            raise RuntimeError(f"injected {self._outage}")
         if "scorer_slow" in self._faults:
             time.sleep(self._deadline_s * 1.5)
         return self._scorer.score_many(requests)
@@ -196,35 +226,204 @@ def start_textfile_server(directory: Path, port: int, addr: str) -> int:
     return int(server.server_port)
 
 
-def make_reranker(args: argparse.Namespace, faults: FaultSwitch):
-    """The guarded reranker around the real default model, wrapped for fault injection."""
-    from rerank_plugins.reranker import Reranker
-    from rerank_plugins.resilience import CircuitBreaker
+def load_model(folder: str | None):
+    """The scorer for a model folder (a cross-encoder), or the default bi-encoder."""
+    if folder:
+        from rerank_plugins.scoring import load_scorer
+
+        return load_scorer(str(folder), dtype="float32")
     from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
-    from rerank_plugins.telemetry.sinks import EventLog
 
-    scorer = FaultInjectingScorer(BiEncoderScorer(dtype="float32"), faults,
-                                  args.timeout_s)
-    cache = "memory"
-    if args.redis_url:
-        from rerank_plugins.cache.redis import RedisCache
+    return BiEncoderScorer(dtype="float32")
 
-        cache = RedisCache(args.redis_url, secret="example-app-secret")
-    event_log = None
-    if args.event_log_dir:
-        Path(args.event_log_dir).mkdir(parents=True, exist_ok=True)
-        event_log = EventLog(args.event_log_dir)
-    return Reranker(
-        scorer, cache=cache, timeout_s=args.timeout_s, top_n=8, threshold=0.55,
-        min_keep=1, event_log=event_log, secret="example-app-secret",
-        breaker=CircuitBreaker("scorer", reset_timeout_s=args.breaker_reset_s))
+
+def quarantine_policy():
+    """Blocks candidates from the ``quarantine`` source (a policy-action SLI)."""
+    from rerank_plugins.selection import block_if
+
+    return block_if(lambda meta: meta.get("source") == "quarantine", name="quarantine",
+                    needs=("source",))
+
+
+class App:
+    """The served reranker, its canary arm, and the hot-swap entry points."""
+
+    def __init__(self, args: argparse.Namespace, faults: FaultSwitch) -> None:
+        from rerank_plugins.reranker import Reranker
+        from rerank_plugins.resilience import CircuitBreaker
+        from rerank_plugins.telemetry.sinks import EventLog
+
+        self.args, self.faults = args, faults
+        self._swap_lock = threading.Lock()
+        cache = "memory"
+        if args.redis_url:
+            from rerank_plugins.cache.redis import RedisCache
+
+            cache = RedisCache(args.redis_url, secret="example-app-secret")
+        self.event_log = None
+        if args.event_log_dir:
+            Path(args.event_log_dir).mkdir(parents=True, exist_ok=True)
+            self.event_log = EventLog(args.event_log_dir)
+        common = dict(cache=cache, timeout_s=args.timeout_s, top_n=8, threshold=0.55,
+                      min_keep=1, event_log=self.event_log, secret="example-app-secret",
+                      policies=[quarantine_policy()])
+        self.models = {"control": args.model}
+        self.arms: dict = {}
+        variants = {}
+        if args.canary_split > 0:
+            self.models[CANARY] = args.canary_model
+            canary = Reranker(self._scorer(CANARY, args.canary_model), **common,
+                              breaker=CircuitBreaker("canary",
+                                                     reset_timeout_s=args.breaker_reset_s))
+            self.arms[CANARY] = canary
+            variants = {"variants": {CANARY: canary}, "split": {CANARY: args.canary_split},
+                        "variant_mode": args.variant_mode}
+        self.reranker = Reranker(
+            self._scorer("control", args.model), **common, **variants,
+            breaker=CircuitBreaker("scorer", reset_timeout_s=args.breaker_reset_s))
+        self.arms["control"] = self.reranker
+
+    def _scorer(self, arm: str, folder: str | None):
+        outage = "canary_outage" if arm == CANARY else "scorer_outage"
+        return FaultInjectingScorer(load_model(folder), self.faults, self.args.timeout_s,
+                                    outage=outage)
+
+    def status(self) -> dict:
+        """Which model each arm serves."""
+        return {"arms": {name: {"model": self.models[name], "model_id": arm.model_id}
+                         for name, arm in self.arms.items()},
+                "split": {CANARY: self.args.canary_split} if CANARY in self.arms else {}}
+
+    def swap(self, arm: str = "control", model: str | None = None) -> dict:
+        """Load ``model`` (a folder; None = the default model), warm it up off the
+        request path and make ``arm`` serve it. Returns the outcome; never raises."""
+        started = time.perf_counter()
+        if arm not in self.arms:
+            return {"ok": False, "arm": arm, "error": f"no arm {arm!r}; arms: "
+                    f"{sorted(self.arms)}"}
+        corpus = build_corpus()
+        warmup = [(query, corpus[:4]) for query in WARMUP_QUERIES]
+        with self._swap_lock:
+            try:
+                scorer = self._scorer(arm, model)
+                self.arms[arm].swap_scorer(scorer, warmup=warmup)
+            except Exception as exc:  # noqa: BLE001 - reported to the operator, old model serves
+                logger.warning("swap of %s to %s refused: %s", arm, model, exc)
+                return {"ok": False, "arm": arm, "model": model,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "seconds": round(time.perf_counter() - started, 3)}
+            self.models[arm] = model
+        logger.info("arm %s now serves %s", arm, model or "the default model")
+        return {"ok": True, "arm": arm, "model": model, "model_id": scorer.model_id,
+                "revision": scorer.revision,
+                "seconds": round(time.perf_counter() - started, 3)}
+
+    def swap_from_file(self, path: Path | None, status_file: Path | None,
+                       seq: int) -> dict:
+        """The SIGHUP path: read ``{"arm", "model"}`` (or a bare folder) from ``path``."""
+        arm, model = "control", None
+        if path is not None:
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                outcome = {"ok": False, "error": f"cannot read {path}: {exc.strerror}"}
+                return _write_status(status_file, outcome, seq)
+            if text.startswith("{"):
+                try:
+                    request = json.loads(text)
+                except ValueError as exc:
+                    return _write_status(status_file, {"ok": False,
+                                                       "error": f"{path}: {exc}"}, seq)
+                arm, model = request.get("arm", "control"), request.get("model")
+            elif text:
+                model = text
+        return _write_status(status_file, self.swap(arm, model), seq)
+
+    def close(self) -> None:
+        self.reranker.close()
+        for name, arm in self.arms.items():
+            if name != "control":
+                arm.close()
+        if self.event_log is not None:
+            self.event_log.close()
+
+
+def _write_status(path: Path | None, outcome: dict, seq: int) -> dict:
+    outcome = {**outcome, "seq": seq, "at": time.time()}
+    if path is not None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(outcome))
+        tmp.replace(path)
+    return outcome
+
+
+class _AdminHandler(http.server.BaseHTTPRequestHandler):
+    app: App
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        if self.path == "/admin/status":
+            self._reply(200, self.app.status())
+        else:
+            self._reply(404, {"error": "GET /admin/status or POST /admin/swap"})
+
+    def do_POST(self):  # noqa: N802
+        if self.path != "/admin/swap":
+            self._reply(404, {"error": "POST /admin/swap"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = json.loads(self.rfile.read(length) or b"{}")
+            arm, model = request.get("arm", "control"), request.get("model")
+        except (ValueError, AttributeError):
+            self._reply(400, {"error": 'body must be JSON {"arm": ..., "model": ...}'})
+            return
+        outcome = self.app.swap(arm, model)
+        self._reply(200 if outcome["ok"] else 409, outcome)
+
+    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+        logger.info("admin: " + format, *args)
+
+
+def start_admin_server(app: App, port: int) -> int:
+    """Serve the admin endpoint on 127.0.0.1 only (it swaps models: never expose it)."""
+    handler = type("AdminHandler", (_AdminHandler,), {"app": app})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, name="admin", daemon=True).start()
+    return int(server.server_address[1])
+
+
+def make_candidates(rng: random.Random, corpus: Sequence[str], count: int) -> list:
+    """Candidates as a retriever hands them over: ids, scores (5% missing), and a
+    ``source`` metadata key (3% missing) for the quarantine policy, which blocks the
+    one document in nine that comes from ``quarantine``."""
+    from rerank_plugins.types import Candidate
+
+    candidates = []
+    for index in rng.sample(range(len(corpus)), count):
+        score = None if rng.random() < 0.05 else round(rng.uniform(5.0, 20.0), 3)
+        source = SOURCES[index % len(SOURCES)] if index % 9 else "quarantine"
+        metadata = {} if rng.random() < 0.03 else {"source": source}
+        candidates.append(Candidate(f"doc-{index}", corpus[index], score, metadata))
+    return candidates
 
 
 def run_load(reranker, corpus: Sequence[str], rps: float, stop: threading.Event,
-             seed: int) -> None:
-    """Send requests at about ``rps`` until ``stop``; 30% repeat a recent request."""
+             seed: int, click_rate: float = 0.0) -> None:
+    """Send requests at about ``rps`` until ``stop``; 30% repeat a recent request.
+
+    Each request comes from one of 200 users (the rollout key), and ``click_rate`` of
+    them get a click on a result, recorded with ``reranker.feedback``.
+    """
     rng = random.Random(seed)
-    recent: list[tuple[str, list[str]]] = []
+    recent: list[tuple[str, list]] = []
     interval = 1.0 / rps
     next_at = time.monotonic()
     while not stop.is_set():
@@ -232,10 +431,15 @@ def run_load(reranker, corpus: Sequence[str], rps: float, stop: threading.Event,
             query, docs = rng.choice(recent)
         else:
             query = rng.choice(_QUERIES)
-            docs = rng.sample(list(corpus), rng.randint(3, 12))
+            docs = make_candidates(rng, corpus, rng.randint(3, 12))
             recent = (recent + [(query, docs)])[-20:]
         try:
-            reranker.rerank(query, docs)
+            result = reranker.rerank(query, docs, key=f"user-{rng.randrange(200)}")
+            if result.items and rng.random() < click_rate:
+                shown = len(result.items)
+                position = rng.choices(range(shown), CLICK_POSITION_WEIGHTS[:shown])[0]
+                reranker.feedback(result.request_id, result.items[position].id, 1.0,
+                                  position=position)
         except Exception:  # noqa: BLE001 - keep the load going; the metrics show it
             logger.exception("rerank raised")
         next_at += interval
@@ -264,6 +468,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="intra-op threads; 1 keeps a shared small machine usable")
     parser.add_argument("--breaker-reset-s", type=float, default=5.0)
     parser.add_argument("--duration", type=float, default=None, help="stop after seconds")
+    parser.add_argument("--model", default=None,
+                        help="control model folder (cross-encoder); default: the bundled "
+                             "bi-encoder")
+    parser.add_argument("--canary-split", type=float, default=0.0,
+                        help="share of users served by the canary arm (0: no canary)")
+    parser.add_argument("--canary-model", default=None,
+                        help="canary model folder; default: the bundled bi-encoder")
+    parser.add_argument("--variant-mode", choices=("split", "shadow_compare"),
+                        default="split")
+    parser.add_argument("--click-rate", type=float, default=0.3,
+                        help="share of requests that get a simulated click (feedback)")
+    parser.add_argument("--admin-port", type=int, default=None,
+                        help="loopback admin endpoint for hot swaps (0: any free); off "
+                             "by default")
+    parser.add_argument("--swap-model-file", type=Path, default=None,
+                        help='on SIGHUP, swap to the model named here ({"arm": ..., '
+                             '"model": ...} or a folder)')
+    parser.add_argument("--swap-status-file", type=Path, default=None,
+                        help="write each SIGHUP swap's outcome here (JSON)")
     args = parser.parse_args(argv)
     if args.timeout_ms is not None:
         print("--timeout-ms is deprecated; use --timeout-s", file=sys.stderr)
@@ -280,8 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.torch_threads)
     faults = FaultSwitch(args.faults_file)
     faults.refresh()
-    reranker = make_reranker(args, faults)
+    app = App(args, faults)
+    reranker = app.reranker
     ports = {"metrics": start_metrics_server(args.port, args.addr)}
+    if args.admin_port is not None:
+        ports["admin"] = start_admin_server(app, args.admin_port)
     if args.drift_port is not None:
         if args.textfile_dir is None:
             raise SystemExit("--drift-port needs --textfile-dir")
@@ -290,8 +516,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    hangups = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: hangups.set())
+    swaps = 0
     corpus = build_corpus()
-    workers = [threading.Thread(target=run_load, args=(reranker, corpus, args.rps, stop, i),
+    workers = [threading.Thread(target=run_load,
+                                args=(reranker, corpus, args.rps, stop, i, args.click_rate),
                                 name=f"load-{i}", daemon=True) for i in range(args.workers)]
     for worker in workers:
         worker.start()
@@ -302,6 +532,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("serving metrics on %s", ports)
     ends_at = time.monotonic() + args.duration if args.duration else None
     while not stop.wait(0.5):
+        if hangups.is_set():
+            hangups.clear()
+            swaps += 1
+            logger.info("SIGHUP: swap %s", app.swap_from_file(
+                args.swap_model_file, args.swap_status_file, swaps))
         if faults.refresh():
             logger.info("active faults: %s", sorted(faults.active))
             if args.event_log_dir is not None:
@@ -310,9 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop.set()
     for worker in workers:
         worker.join(10)
-    reranker.close()
-    if reranker.event_log is not None:
-        reranker.event_log.close()
+    app.close()
     return 0
 
 

@@ -2,7 +2,8 @@
 ``rerank_ops.commands`` and is imported only when invoked, so ``rerank-ops --help``
 stays fast and a missing optional dependency only affects its own command.
 
-Exit codes: 0 success (drift: no drift), 1 error, 2 usage, 3 drift detected / gate failed.
+Exit codes: 0 success (drift: no drift), 1 error, 2 usage, 3 drift detected / gate failed
+(compare: a candidate is significantly worse than control).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ COMMANDS = {
     "runbooks": ("runbooks:runbooks", "List or show the on-call runbooks."),
     "mixin": ("mixin:mixin", "Generate dashboards and Prometheus rules from the metric contract."),
     "finetune": ("finetune:finetune_cmd", "Domain-adapt a cross-encoder from labeled pairs."),
+    "swap": ("swap:swap", "Make a served app hot-swap its model (admin endpoint or SIGHUP)."),
+    "compare": ("compare:compare_cmd",
+                "Canary vs control from the event log + feedback; exit 3 when worse (gate)."),
 }
 
 

@@ -6,6 +6,7 @@ with the same default and help text.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -26,6 +27,23 @@ def _resolve_collection(_ctx, _param, value: str | None) -> Path | None:
     raise click.BadParameter(
         f"{value!r} is neither a folder nor a collection under {data_dir()} "
         "(set RERANK_DATA_DIR to the folder holding the shared collections)")
+
+
+def parse_timestamp(_ctx, _param, value: str | None) -> float | None:
+    """A click callback: unix seconds or ISO-8601 (naive means UTC) -> unix seconds."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use unix seconds or ISO-8601 (2025-05-01T00:00:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 seed_option = click.option(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -19,25 +18,9 @@ from ..drift.schema import (
     DriftConfig,
     StatTest,
 )
-from ..options import progress_option, seed_option
+from ..options import parse_timestamp, progress_option, seed_option
 
 EXIT_DRIFT = 3
-
-
-def _parse_until(_ctx, _param, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter("use unix seconds or ISO-8601 (2025-05-01T00:00:00Z)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
 
 
 _PATHS = click.Path(path_type=Path)
@@ -55,7 +38,7 @@ _DAYS = click.FloatRange(min=0, min_open=True)
               help="With --log-dir: reference window length, just before the current one.")
 @click.option("--current-days", type=_DAYS, default=1.0, show_default=True,
               help="With --log-dir: current window length, ending at --until.")
-@click.option("--until", callback=_parse_until, default=None,
+@click.option("--until", callback=parse_timestamp, default=None,
               help="With --log-dir: end of the current window (ISO-8601 or unix s). "
                    "Default: now.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),

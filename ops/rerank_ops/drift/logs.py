@@ -9,6 +9,11 @@ Large logs are sampled while streaming (reservoir sampling, seeded, so a rerun p
 the same rows): only the sampled lines are decoded, which keeps a million-event log
 well inside a cron slot. Lines that are not valid schema-v1 events are skipped and
 counted; events of another schema version are counted by version.
+
+Only request records describe the traffic. Feedback records (``event="feedback"``,
+written by ``Reranker.feedback``) and the non-served arm of a shadow-compare
+(``served: false``: the same request scored by the other model) are skipped before
+sampling and counted apart (``feedback``, ``shadow``), never as malformed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rerank_plugins.telemetry.events import SCHEMA_VERSION, event_files
+from rerank_plugins.telemetry.events import FEEDBACK_EVENT, SCHEMA_VERSION, event_files
 
 from . import DriftInputError
 from .schema import DriftConfig, OtherSchema, RowError, extract
@@ -36,6 +42,9 @@ DAY_S = 86_400.0
 # (events are written within moments of their ts).
 _MTIME_SLACK_S = 3_600.0
 _PROGRESS_EVERY = 1 << 16
+# A line that may not be a served request record; only those are decoded to check.
+_NOT_A_REQUEST = re.compile(rb'"(?:event|served)"\s*:\s*(?:"feedback"|false)')
+FEEDBACK, SHADOW = "feedback", "shadow"
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class LogStats:
     lines: int = 0  #: complete lines in the window (all lines without a window)
     decoded: int = 0  #: lines decoded: all of them, or the sample
     malformed: int = 0  #: decoded lines that were not valid schema-v1 events
+    feedback: int = 0  #: feedback records skipped (not traffic)
+    shadow: int = 0  #: non-served shadow-compare records skipped
     other_versions: Counter = field(default_factory=Counter)
     valid: int = 0
     malformed_examples: list[str] = field(default_factory=list)
@@ -83,6 +94,7 @@ class LogStats:
     def as_dict(self) -> dict:
         return {"files": self.files, "lines": self.lines, "decoded": self.decoded,
                 "sampled": self.sampled, "malformed": self.malformed,
+                "feedback": self.feedback, "shadow": self.shadow,
                 "other_schema_versions": {str(k): v for k, v in self.other_versions.items()},
                 "valid": self.valid, "malformed_examples": self.malformed_examples}
 
@@ -139,6 +151,28 @@ def _fast_ts(line: bytes) -> float | None:
         return float(line[start:end])
     except ValueError:
         return None
+
+
+def _skipped_kind(row) -> str | None:
+    """``"feedback"`` or ``"shadow"`` for records that are not served requests, else None.
+
+    ``row`` is a Parquet dict or a JSONL line (bytes); a line is decoded only when a
+    cheap search says it may be one of those (a line that fails to decode is left to
+    the sampler, which counts it as malformed)."""
+    if isinstance(row, bytes):
+        if _NOT_A_REQUEST.search(row) is None:
+            return None
+        try:
+            row = json.loads(row)
+        except ValueError:
+            return None
+        if not isinstance(row, dict):
+            return None
+    if row.get("event") == FEEDBACK_EVENT:
+        return FEEDBACK
+    if row.get("served") is False:
+        return SHADOW
+    return None
 
 
 def expand(paths: Sequence[str | os.PathLike], label: str) -> list[Path]:
@@ -204,10 +238,16 @@ def read_samples(files: Sequence[Path], windows: Sequence[Window | None], *,
                     if not isinstance(ts, (int, float)):
                         unplaced += 1
                         continue
+                skipped = _skipped_kind(row)
                 for index, window in enumerate(windows):
                     if window is None or window.contains(ts):
-                        reservoirs[index].offer(row)
-                        hit[index] = True
+                        if skipped is None:
+                            reservoirs[index].offer(row)
+                            hit[index] = True
+                        elif skipped == FEEDBACK:
+                            stats[index].feedback += 1
+                        else:
+                            stats[index].shadow += 1
             for index, was_hit in enumerate(hit):
                 stats[index].files += was_hit
     finally:
@@ -255,7 +295,8 @@ def _parquet_rows(file: Path, config: DriftConfig):
         table = pq.read_table(file)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for bad files
         raise DriftInputError(f"cannot read Parquet file {file}: {exc}") from exc
-    wanted = [c for c in ("schema_version", "ts", *config.columns) if c in table.column_names]
+    wanted = [c for c in ("schema_version", "ts", "event", "served", *config.columns)
+              if c in table.column_names]
     yield from table.select(wanted).to_pylist()
 
 

@@ -183,6 +183,8 @@ def summary_table(result: DriftResult) -> str:
         sampled = f", sampled from {stat.lines}" if stat.sampled else ""
         other = sum(stat.other_versions.values())
         extra = f", {other} other-schema" if other else ""
+        extra += f", {stat.feedback} feedback" if stat.feedback else ""
+        extra += f", {stat.shadow} shadow" if stat.shadow else ""
         return (f"{name}: {stat.valid} events{sampled} ({stat.files} files, "
                 f"{stat.malformed} malformed{extra})")
 

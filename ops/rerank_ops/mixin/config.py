@@ -100,6 +100,16 @@ class MixinConfig:
     truncation_ratio_threshold: float
     drift_share_threshold: float
     drift_interval: str
+    policy_block_share_threshold: float
+    policy_block_spike_factor: float
+    policy_block_spike_min_share: float
+    policy_block_alert_for: str
+    missing_feature_share_threshold: float
+    missing_feature_alert_for: str
+    variant_fallback_factor: float
+    variant_latency_p99_factor: float
+    variant_latency_floor_seconds: float
+    variant_alert_for: str
     runbook_base_url: str
     dashboard_uid_prefix: str
     dashboard_tag: str
@@ -117,13 +127,22 @@ class MixinConfig:
             MixinConfigError: On the first invalid value.
         """
         for name in ("availability_slo", "cache_hit_ratio_collapse_factor",
-                     "truncation_ratio_threshold", "drift_share_threshold"):
+                     "truncation_ratio_threshold", "drift_share_threshold",
+                     "policy_block_share_threshold", "policy_block_spike_min_share",
+                     "missing_feature_share_threshold"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise MixinConfigError(f"{name} must be in (0, 1), got {value}")
-        if self.latency_p99_slo_seconds <= 0:
-            raise MixinConfigError("latency_p99_slo_seconds must be > 0")
-        for name in ("slo_window", "latency_alert_for", "drift_interval"):
+        if self.latency_p99_slo_seconds <= 0 or self.variant_latency_floor_seconds <= 0:
+            raise MixinConfigError(
+                "latency_p99_slo_seconds and variant_latency_floor_seconds must be > 0")
+        for name in ("policy_block_spike_factor", "variant_fallback_factor",
+                     "variant_latency_p99_factor"):
+            if getattr(self, name) <= 1:
+                raise MixinConfigError(f"{name} must be > 1, got {getattr(self, name)}")
+        for name in ("slo_window", "latency_alert_for", "drift_interval",
+                     "policy_block_alert_for", "missing_feature_alert_for",
+                     "variant_alert_for"):
             duration_seconds(getattr(self, name))
         for burn in self.burn_rate_alerts:
             if duration_seconds(burn.long_window) > duration_seconds(self.slo_window):

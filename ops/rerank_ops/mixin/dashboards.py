@@ -189,6 +189,30 @@ def oncall(config: MixinConfig) -> list[Panel]:
               [Target(rules.share(q.rate(c.TRUNCATIONS, (c.L_MODEL,)),
                                   q.rate(c.MODEL_PAIRS, (c.L_MODEL,))), "{{model}}")],
               width=8),
+        Panel("Policy blocks (share of candidates)", "Candidates each policy blocked, per "
+              "candidate received (rerank_policy_actions, action=blocked). A sudden rise "
+              f"pages (RerankPolicyBlockSpike, above {config.policy_block_share_threshold:.0%}"
+              f" or {config.policy_block_spike_factor:g}x the 1-day share).", "percentunit",
+              [Target(_per_candidate(q, q.rate(c.POLICY_ACTIONS, (c.L_MODEL, c.L_POLICY),
+                                                action="blocked")),
+                      "{{policy}} {{model}}")], width=8,
+              extra=_threshold(config.policy_block_share_threshold)),
+        Panel("Candidates missing a feature", "Share of candidates that arrived without "
+              "text, a retrieval score, or the metadata a policy needs; above "
+              f"{config.missing_feature_share_threshold:.0%} over 1h opens a ticket.",
+              "percentunit",
+              [Target(_per_candidate(q, q.rate(c.FEATURES_MISSING, (c.L_MODEL, c.L_FEATURE))),
+                      "{{feature}} {{model}}")], width=8,
+              extra=_threshold(config.missing_feature_share_threshold)),
+        Panel("Canary vs control: fallback share and p99", "Per rollout variant: share of "
+              "requests served by the fallback chain, and p99 latency (right axis). A "
+              "variant far above control opens RerankCanaryWorseThanControl.", "percentunit",
+              [Target(rules.share(q.rate(c.REQUESTS, (c.L_VARIANT,), status="fallback"),
+                                  q.rate(c.REQUESTS, (c.L_VARIANT,))),
+                      "fallback share {{variant}}"),
+               Target(q.quantile(0.99, c.REQUEST_DURATION, (c.L_VARIANT,)),
+                      "p99 {{variant}}")], width=8,
+              extra={"overrides": [_right_axis("/^p99 /", "s")]}),
         Panel("Pipeline errors", "Failures inside the pipeline by stage and cause.", "cps",
               [Target(q.rate(c.ERRORS, (c.L_STAGE, c.L_CAUSE)), "{{stage}} {{cause}}")],
               width=12),
@@ -232,6 +256,39 @@ def debug(config: MixinConfig) -> list[Panel]:
               [Target(q.gauge(c.MODEL_INFO, "count",
                               (c.L_MODEL, c.L_REVISION, c.L_DEVICE, c.L_DTYPE)),
                       "{{model}}@{{revision}} {{device}}/{{dtype}}")], width=8),
+        Panel("Latency by variant and model", "p50 / p95 / p99 of request wall time per "
+              "rollout variant and model, side by side.", "s",
+              _latency_targets(q, (c.L_VARIANT, c.L_MODEL), "{{variant}} {{model}}"),
+              width=6),
+        Panel("Fallback share by variant and model", "Share of each variant's requests "
+              "served by the fallback chain.", "percentunit",
+              [Target(rules.share(
+                  q.rate(c.REQUESTS, (c.L_VARIANT, c.L_MODEL), status="fallback"),
+                  q.rate(c.REQUESTS, (c.L_VARIANT, c.L_MODEL))), "{{variant}} {{model}}")],
+              width=6),
+        Panel("Top-1 score by variant and model", "Median and mean relevance score of the "
+              "first result per variant: a candidate model's score scale can differ, so "
+              "compare shapes, not only levels.", "none",
+              [Target(q.quantile(0.5, c.TOP1_SCORE, (c.L_VARIANT, c.L_MODEL)),
+                      "p50 {{variant}} {{model}}"),
+               Target(q.mean(c.TOP1_SCORE, (c.L_VARIANT, c.L_MODEL)),
+                      "mean {{variant}} {{model}}")], width=6, extra={"min": 0, "max": 1}),
+        Panel("Online CTR by variant", "Clicks recorded with Reranker.feedback per request "
+              "served, per variant (rerank_feedback kind=click / rerank_requests): an "
+              "online proxy; `rerank-ops compare` gives CTR@k, MRR and the significance.",
+              "percentunit",
+              [Target(rules.share(q.rate(c.FEEDBACK, (c.L_VARIANT,), kind="click"),
+                                  q.rate(c.REQUESTS, (c.L_VARIANT,))), "clicks/request "
+                      "{{variant}}"),
+               Target(q.rate(c.FEEDBACK, (c.L_VARIANT, c.L_KIND)), "{{kind}}/s {{variant}}")],
+              width=6, extra={"overrides": [_right_axis("/\\/s /", "cps")]}),
+        Panel("Policy actions", "Candidates each policy blocked, boosted or lowered, per "
+              "second.", "cps",
+              [Target(q.rate(c.POLICY_ACTIONS, (c.L_POLICY, c.L_ACTION)),
+                      "{{policy}} {{action}}")], width=12),
+        Panel("Missing features", "Candidates arriving without a feature, per second.",
+              "cps", [Target(q.rate(c.FEATURES_MISSING, (c.L_FEATURE, c.L_MODEL)),
+                             "{{feature}} {{model}}")], width=12),
         Panel("Drift per feature", "Per-feature drift statistic of the last drift run.",
               "none", [Target(q.gauge(c.DRIFT_FEATURE_SCORE, by=(c.L_FEATURE,), drift=True),
                               "{{feature}}")], width=12),
@@ -277,6 +334,19 @@ DASHBOARDS = {
 }
 
 
+def _per_candidate(q: _Queries, numerator: str) -> str:
+    """``numerator`` (by model and more) per candidate its model received."""
+    candidates = q.rate(c.CANDIDATES, (c.L_MODEL,), suffix="_sum")
+    return f"{numerator} / on ({c.L_MODEL}) group_left() {candidates}"
+
+
+def _right_axis(regex: str, unit: str) -> dict:
+    """A field override: series whose name matches ``regex`` on a right axis in ``unit``."""
+    return {"matcher": {"id": "byRegexp", "options": regex},
+            "properties": [{"id": "unit", "value": unit},
+                           {"id": "custom.axisPlacement", "value": "right"}]}
+
+
 def _threshold(value: float) -> dict:
     return {"thresholds": {"mode": "absolute", "steps": [
         {"color": "green", "value": None}, {"color": "red", "value": value}]},
@@ -298,7 +368,7 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict:
         "description": panel.description,
         "datasource": DATASOURCE,
         "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": panel.extra.get("overrides", [])},
         "targets": [
             {
                 "refId": chr(ord("A") + index),

@@ -33,6 +33,15 @@ REQUESTS_RATE = "model_status:rerank_requests:rate5m"
 LATENCY_QUANTILE = "model_quantile:rerank_request_duration_seconds:histogram_quantile"
 CACHE_HIT_RATIO = "backend:rerank_cache_lookups_hit:ratio_rate{window}"
 TRUNCATION_RATIO = "model:rerank_truncations:ratio_rate1h"
+#: Blocked candidates per candidate received, per model and policy.
+POLICY_BLOCK_RATIO = "model_policy:rerank_policy_actions_blocked:ratio_rate{window}"
+POLICY_BLOCK_WINDOWS = ("10m", "1d")
+#: Candidates missing a feature per candidate received, per model and feature.
+MISSING_FEATURE_RATIO = "model_feature:rerank_candidate_features_missing:ratio_rate1h"
+#: Per rollout variant, over the window the variant alerts compare on.
+VARIANT_WINDOW = "30m"
+VARIANT_FALLBACK_RATIO = "model_variant:rerank_requests_fallback:ratio_rate30m"
+VARIANT_LATENCY_P99 = "model_variant:rerank_request_duration_seconds:p99_rate30m"
 
 
 def fallback_ratio(window: str) -> str:
@@ -40,6 +49,13 @@ def fallback_ratio(window: str) -> str:
     return f"model:rerank_requests_fallback:ratio_rate{window}"
 
 
+
+
+def per_candidate(numerator: str, by: tuple[str, ...], window: str, sel: str) -> str:
+    """``numerator`` (summed by ``by``, which includes ``model``) per candidate the model
+    received over ``window``: many series per model divided by the model's one."""
+    candidates = rate(c.CANDIDATES, sel, window, by=(c.L_MODEL,), suffix="_sum")
+    return f"{numerator} / on ({c.L_MODEL}) group_left() {candidates}"
 
 
 def alert_slug(alert: str) -> str:
@@ -105,6 +121,29 @@ def recording_rules(config: MixinConfig) -> list[dict]:
         "expr": share(rate(c.TRUNCATIONS, sel, "1h", by=(c.L_MODEL,)),
                       rate(c.MODEL_PAIRS, sel, "1h", by=(c.L_MODEL,))),
     })
+    for window in POLICY_BLOCK_WINDOWS:
+        rules.append({
+            "record": POLICY_BLOCK_RATIO.format(window=window),
+            "expr": per_candidate(rate(c.POLICY_ACTIONS, sel, window,
+                                       by=(c.L_MODEL, c.L_POLICY), action="blocked"),
+                                  (c.L_MODEL, c.L_POLICY), window, sel),
+        })
+    rules.append({
+        "record": MISSING_FEATURE_RATIO,
+        "expr": per_candidate(rate(c.FEATURES_MISSING, sel, "1h",
+                                   by=(c.L_MODEL, c.L_FEATURE)),
+                              (c.L_MODEL, c.L_FEATURE), "1h", sel),
+    })
+    by_variant = (c.L_MODEL, c.L_VARIANT)
+    rules.append({
+        "record": VARIANT_FALLBACK_RATIO,
+        "expr": share(rate(c.REQUESTS, sel, VARIANT_WINDOW, by=by_variant, status="fallback"),
+                      rate(c.REQUESTS, sel, VARIANT_WINDOW, by=by_variant)),
+    })
+    rules.append({
+        "record": VARIANT_LATENCY_P99,
+        "expr": quantile(0.99, c.REQUEST_DURATION, sel, VARIANT_WINDOW, by=by_variant),
+    })
     return rules
 
 
@@ -166,6 +205,23 @@ def alert_rules(config: MixinConfig) -> list[dict]:
             "probe) for 2 minutes: requests skip the model and get the fallback order.",
             "2m"),
         _alert(
+            config, "RerankPolicyBlockSpike",
+            f"{POLICY_BLOCK_RATIO.format(window='10m')} > "
+            f"{_number(config.policy_block_share_threshold)} or "
+            f"({POLICY_BLOCK_RATIO.format(window='10m')} > "
+            f"{config.policy_block_spike_factor:g} * "
+            f"{POLICY_BLOCK_RATIO.format(window='1d')} and "
+            f"{POLICY_BLOCK_RATIO.format(window='10m')} > "
+            f"{_number(config.policy_block_spike_min_share)})",
+            "critical", "A rerank policy suddenly blocks many candidates.",
+            "Policy {{ $labels.policy }} blocked {{ $value | humanizePercentage }} of the "
+            "candidates model {{ $labels.model }} received over the last 10 minutes (page "
+            f"above {config.policy_block_share_threshold:.0%}, or above "
+            f"{config.policy_block_spike_factor:g}x its 1-day share once over "
+            f"{config.policy_block_spike_min_share:.0%}): answers lose results, or unsafe "
+            "content is arriving.",
+            config.policy_block_alert_for),
+        _alert(
             config, "RerankTargetAbsent",
             f"absent(up{matchers(sel)} == 1)",
             "critical", "No reranker target is up.",
@@ -197,6 +253,40 @@ def alert_rules(config: MixinConfig) -> list[dict]:
             " over the last hour were truncated (threshold "
             f"{config.truncation_ratio_threshold:.0%}): rankings ignore document tails.",
             "30m"),
+        _alert(
+            config, "RerankCandidateFeaturesMissing",
+            f"{MISSING_FEATURE_RATIO} > {_number(config.missing_feature_share_threshold)}",
+            "warning", "Many rerank candidates arrive without a feature the stage uses.",
+            "{{ $value | humanizePercentage }} of the candidates model {{ $labels.model }} "
+            "received over the last hour had no {{ $labels.feature }} (threshold "
+            f"{config.missing_feature_share_threshold:.0%}): fusion, policies or scoring "
+            "work on less than they were built for.",
+            config.missing_feature_alert_for),
+        _alert(
+            config, "RerankCanaryWorseThanControl",
+            f'{VARIANT_FALLBACK_RATIO}{{{c.L_VARIANT}!="{c.CONTROL_VARIANT}"}} > on '
+            f"({c.L_MODEL}) group_left() ({config.variant_fallback_factor:g} * "
+            f'{VARIANT_FALLBACK_RATIO}{{{c.L_VARIANT}="{c.CONTROL_VARIANT}"}}) and '
+            f'{VARIANT_FALLBACK_RATIO}{{{c.L_VARIANT}!="{c.CONTROL_VARIANT}"}} > {budget}',
+            "warning", "A rollout variant falls back far more often than control.",
+            "Variant {{ $labels.variant }} of model {{ $labels.model }} fell back on "
+            "{{ $value | humanizePercentage }} of its requests over the last "
+            f"{VARIANT_WINDOW}, more than {config.variant_fallback_factor:g}x "
+            "control's share and above the error budget.",
+            config.variant_alert_for, {"signal": "fallbacks"}),
+        _alert(
+            config, "RerankCanaryWorseThanControl",
+            f'{VARIANT_LATENCY_P99}{{{c.L_VARIANT}!="{c.CONTROL_VARIANT}"}} > on '
+            f"({c.L_MODEL}) group_left() ({config.variant_latency_p99_factor:g} * "
+            f'{VARIANT_LATENCY_P99}{{{c.L_VARIANT}="{c.CONTROL_VARIANT}"}}) and '
+            f'{VARIANT_LATENCY_P99}{{{c.L_VARIANT}!="{c.CONTROL_VARIANT}"}} > '
+            f"{_number(config.variant_latency_floor_seconds)}",
+            "warning", "A rollout variant is far slower than control.",
+            "p99 latency of variant {{ $labels.variant }} of model {{ $labels.model }} is "
+            "{{ $value | humanizeDuration }} over the last "
+            f"{VARIANT_WINDOW}, more than {config.variant_latency_p99_factor:g}x "
+            "control's p99.",
+            config.variant_alert_for, {"signal": "latency"}),
         _alert(
             config, "RerankDriftDetected",
             f"max({series(c.DRIFT_SHARE, drift)}) > "
