@@ -168,7 +168,7 @@ def test_reduced_precision_re_scores_exactly_the_top_in_fp32(ce_folder, ce_score
     reloaded: the weights are the ones the fast path was made from)."""
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    fast = CrossEncoderScorer(ce_folder, exact_top=3, **precision)
+    fast = CrossEncoderScorer(ce_folder, exact_top=3, backend="torch", **precision)
     texts = TEXTS * 3  # 12 candidates: 3 re-scored, 9 left at reduced precision
     [reference] = ce_scorer.score_many([ScoreRequest(QUERY, texts)])
     [scored] = fast.score_many([ScoreRequest(QUERY, texts)])
