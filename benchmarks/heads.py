@@ -51,7 +51,7 @@ def random_head(workdir: str) -> str:
 
 def trained_head(data_dir: Path, log=print) -> tuple[str, dict]:
     """Folder of the trained head (built on first use) and how it was built."""
-    folder = cache_root() / f"minilm-l6-ce-{TRAINED['collection']}-{_key(TRAINED)}"
+    folder = trained_folder()
     card = folder / "bench-head.json"
     if card.is_file():
         return str(folder), json.loads(card.read_text(encoding="utf-8"))
@@ -67,15 +67,24 @@ def trained_head(data_dir: Path, log=print) -> tuple[str, dict]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(ROOT / "ops"), os.environ.get("PYTHONPATH", "")])}
     subprocess.run(command, check=True, env=env, cwd=ROOT)
+    return finish(staging, folder, time.perf_counter() - started)
+
+
+def finish(staging: Path, folder: Path, seconds: float) -> tuple[str, dict]:
+    """Re-save a fine-tuned folder for the harness and move it into the cache."""
     from sentence_transformers import CrossEncoder
 
     # re-save with the 512-token window the harness uses for every system
     CrossEncoder(str(staging), max_length=512, local_files_only=True).save_pretrained(
         str(staging))
     shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-    info = {"built_by": "rerank-ops finetune", **TRAINED,
-            "seconds": round(time.perf_counter() - started, 1)}
+    info = {"built_by": "rerank-ops finetune", **TRAINED, "seconds": round(seconds, 1)}
     (staging / "bench-head.json").write_text(json.dumps(info), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
     return str(folder), info
+
+
+def trained_folder() -> Path:
+    """Where the trained head of the current settings lives."""
+    return cache_root() / f"minilm-l6-ce-{TRAINED['collection']}-{_key(TRAINED)}"

@@ -16,6 +16,7 @@ older transformers). Install it with ``pip install 'rerank-plugins[openvino]'``.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import re
 import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +43,18 @@ CACHE_ENV = "RERANK_PLUGINS_CACHE_DIR"
 INSTALL_HINT = "pip install 'rerank-plugins[openvino]'"
 #: Bumped whenever the conversion itself changes, so old cached graphs are not reused.
 CACHE_FORMAT = 2
+
+
+#: Every live compiled encoder, released before interpreter shutdown (see below).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _release_all() -> None:
+    # OpenVINO's CPU thread pool must be torn down while the interpreter is still
+    # intact; left to module teardown it can abort the process on exit
+    for encoder in list(_LIVE):
+        encoder.release()
 
 
 class BackendUnavailable(Exception):
@@ -164,6 +178,17 @@ class CompiledEncoder:
             self._pools[dtype] = queue.SimpleQueue()
         names = [o.get_any_name() for o in next(iter(self._compiled.values())).outputs]
         self.output_index = names.index(output) if output in names else 0
+        _LIVE.add(self)
+
+    def release(self) -> None:
+        """Drop the compiled models and their infer requests (the encoder is unusable)."""
+        for pool in self._pools.values():
+            while True:
+                try:
+                    pool.get_nowait()
+                except queue.Empty:
+                    break
+        self._compiled.clear()
 
     def _load_or_convert(self, module, key_source: str):
         ov = self._ov
