@@ -20,7 +20,26 @@ INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni"
                      "amx_tile", "amx_bf16", "amx_int8")
 PACKAGES = ("torch", "transformers", "sentence-transformers", "tokenizers",
             "llama-index-core", "langchain-core", "langchain-classic", "langchain-community",
-            "redis", "numpy", "onnxruntime")
+            "redis", "numpy", "openvino", "onnxruntime")
+
+#: Targets of issue #17 per hardware class: p50 ratio to each peer (at most),
+#: throughput ratio with 8 callers (at least), model FLOP/s share of the bf16 peak.
+TARGETS = {
+    "amx": {"p50_ratio": 1 / 3, "throughput_ratio": 3.0, "fraction_of_bf16_peak": 0.30},
+    "avx512_bf16": {"p50_ratio": 1 / 2, "throughput_ratio": 2.0, "fraction_of_bf16_peak": None},
+    "other": {"p50_ratio": None, "throughput_ratio": None, "fraction_of_bf16_peak": None},
+}
+#: Targets that hold on every machine.
+AGREEMENT_TARGETS = {"spearman_min": 0.99, "top5_identical_ordered": 0.95}
+
+
+def hardware_class(flags) -> str:
+    """``amx`` (AMX bf16 tiles), ``avx512_bf16`` (bf16 dot products, no AMX) or ``other``."""
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16"
+    return "other"
 
 
 def cpu_model() -> str:
@@ -54,6 +73,7 @@ def hardware() -> dict:
         "cpu": cpu_model(),
         "cpu_flags": [flag for flag in INTERESTING_FLAGS if flag in flags],
         "amx": any(flag.startswith("amx") for flag in flags),
+        "hardware_class": hardware_class(flags),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),

@@ -182,7 +182,7 @@ def test_reduced_precision_re_scores_exactly_the_top_in_fp32(ce_folder, ce_score
 
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    fast = CrossEncoderScorer(ce_folder, exact_top=3, **precision)
+    fast = CrossEncoderScorer(ce_folder, exact_top=3, backend="torch", **precision)
     texts = [text for _, text in list(DOCUMENTS.values())[::5]][:12]
     assert len(set(texts)) == 12
     [reference] = ce_scorer.score_many([ScoreRequest(QUERY, texts)])

@@ -11,7 +11,10 @@ __all__ = [
 
 def load_scorer(model: str | None, *, kind: str = "cross", device: str | None = None,
                 dtype: str | None = "auto", max_length: int | None = None,
-                trust_remote_code: bool = False) -> Scorer:
+                trust_remote_code: bool = False, backend: str = "auto",
+                compile_cache_dir: str | None = None, exact_top: int | None = None,
+                exact_head: int = 10, exact_band_scale: float = 2.0,
+                embedding_store=None) -> Scorer:
     """Load the scorer a ``model`` setting names.
 
     Args:
@@ -22,6 +25,19 @@ def load_scorer(model: str | None, *, kind: str = "cross", device: str | None = 
         dtype: ``"auto"``, ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         max_length: Tokens per pair; ``None`` uses the model's own limit.
         trust_remote_code: Passed to the cross-encoder loader.
+        backend: ``"auto"`` (OpenVINO on the CPU when installed, else torch),
+            ``"torch"`` or ``"openvino"``. Defaults to ``"auto"``.
+        compile_cache_dir: Where OpenVINO keeps converted models. Defaults to
+            ``$RERANK_PLUGINS_CACHE_DIR`` or ``~/.cache/rerank-plugins``.
+        exact_top: Cross-encoder only. ``None`` (default): re-score in fp32 only the
+            candidates whose place in the top ``exact_head`` the reduced-precision
+            error measured at load could change; an integer re-scores that many of
+            the best candidates instead (``0``: never).
+        exact_head: Cross-encoder only: ranks kept in fp32 order. Defaults to 10.
+        exact_band_scale: Cross-encoder only: safety factor on the measured error.
+            Defaults to 2.0.
+        embedding_store: Bi-encoder only: a document-embedding store
+            (``rerank_plugins.cache.embeddings``); ``None`` embeds every document.
 
     Example::
 
@@ -36,11 +52,17 @@ def load_scorer(model: str | None, *, kind: str = "cross", device: str | None = 
     if model is None or kind == "bi":
         from .bi_encoder import BiEncoderScorer
 
-        return BiEncoderScorer(model, device=device, dtype=dtype, max_length=max_length)
+        return BiEncoderScorer(model, device=device, dtype=dtype, max_length=max_length,
+                               backend=backend, compile_cache_dir=compile_cache_dir,
+                               embedding_store=embedding_store)
+    if embedding_store is not None:
+        raise ConfigurationError("embedding_store is a bi-encoder setting (kind='bi')")
     from .cross_encoder import CrossEncoderScorer
 
     return CrossEncoderScorer(model, device=device, dtype=dtype, max_length=max_length,
-                              trust_remote_code=trust_remote_code)
+                              trust_remote_code=trust_remote_code, backend=backend,
+                              compile_cache_dir=compile_cache_dir, exact_top=exact_top,
+                              exact_head=exact_head, exact_band_scale=exact_band_scale)
 
 
 def __getattr__(name: str):

