@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from .errors import ConfigurationError
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
 _ALIASES = {
     "fp32": "float32", "float32": "float32", "float": "float32",
     "bf16": "bfloat16", "bfloat16": "bfloat16",
