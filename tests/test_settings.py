@@ -38,7 +38,7 @@ NON_DEFAULTS = {
     "calibration": None, "shadow": True, "rerank_depth": 11, "event_log": None,
     "include_text": True, "variants": {"candidate": "/models/next"},
     "split": {"candidate": 0.05}, "variant_mode": "shadow_compare",
-    "include_text": True, "semantic_cache": False, "semantic_threshold": 0.9,
+    "semantic_cache": False, "semantic_threshold": 0.9,
     "context_tokens": 500, "context_tokenizer": None, "context_truncate_last": True,
 }
 
