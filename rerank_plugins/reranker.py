@@ -344,9 +344,15 @@ class Reranker:
         from .scoring import load_scorer
 
         s = self.settings
-        return self._own(load_scorer(model, device=s.device, dtype=s.dtype,
-                                     max_length=s.max_length,
-                                     trust_remote_code=s.trust_remote_code), "built")
+        options = dict(device=s.device, dtype=s.dtype, max_length=s.max_length,
+                       backend=s.backend, compile_cache_dir=s.compile_cache_dir)
+        if model is None:  # the embedded bi-encoder
+            options["embedding_store"] = self._own(_embedding_store(s.embedding_store),
+                                                   s.embedding_store)
+        else:
+            options.update(trust_remote_code=s.trust_remote_code, exact_top=s.exact_top,
+                           exact_head=s.exact_head, exact_band_scale=s.exact_band_scale)
+        return self._own(load_scorer(model, **options), "built")
 
     def _slot(self, scorer: Scorer, breaker: CircuitBreaker) -> _Slot:
         selection = self.settings.replace(fusion=resolve_fusion(self.settings.fusion, scorer))
@@ -881,6 +887,23 @@ def _semantic(value, threshold: float):
         from .cache.semantic import SemanticQueryCache
 
         return SemanticQueryCache(threshold=threshold)
+    return value
+
+
+def _embedding_store(value):
+    if value in (None, False):
+        return None
+    if value == "memory":
+        from .cache.embeddings import MemoryEmbeddingStore
+
+        return MemoryEmbeddingStore()
+    if isinstance(value, str) and value.startswith(("redis://", "rediss://", "unix://")):
+        from .cache.embeddings import RedisEmbeddingStore
+
+        return RedisEmbeddingStore(value)
+    if isinstance(value, str):
+        raise ConfigurationError("embedding_store must be 'memory', a redis:// URL, None, "
+                                 "or an EmbeddingStore")
     return value
 
 

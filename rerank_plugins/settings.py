@@ -75,6 +75,24 @@ class RerankerSettings:
         None, "Tokens per (query, document) pair; None = the model's limit.", "model")
     trust_remote_code: bool = _setting(
         False, "Allow custom model code from the model folder or hub.", "model")
+    backend: str = _setting(
+        "auto", "'auto' (the OpenVINO runtime on a CPU when installed, else torch), "
+        "'torch' or 'openvino'. GPUs always run torch.", "model")
+    compile_cache_dir: str | None = _setting(
+        None, "Where OpenVINO keeps compiled models; None = $RERANK_PLUGINS_CACHE_DIR or "
+        "~/.cache/rerank-plugins.", "model")
+    exact_top: int | None = _setting(
+        None, "Cross-encoder: None re-scores in fp32 only the candidates whose place in the "
+        "top exact_head the reduced-precision error (measured at load) could change; an "
+        "int re-scores that many of the best instead (0: never).", "model")
+    exact_head: int = _setting(
+        10, "Cross-encoder: ranks whose order is kept exact (fp32).", "model")
+    exact_band_scale: float = _setting(
+        2.0, "Cross-encoder: safety factor on the measured bf16-vs-fp32 error.", "model")
+    embedding_store: Any = _setting(
+        "memory", "Bi-encoder document embeddings kept across requests: 'memory', a "
+        "'redis://' URL, None (embed every document each time), or an EmbeddingStore.",
+        "model")
     # -- guards ---------------------------------------------------------------------
     timeout_s: float | None = _setting(
         5.0, "Deadline in seconds for model scores; past it the retrieval order is "
@@ -279,6 +297,15 @@ def _check(s: RerankerSettings) -> None:
     if s.normalization not in NORMALIZATIONS:
         raise ConfigurationError(f"normalization must be one of {NORMALIZATIONS}")
     _optional_positive_int("rerank_depth", s.rerank_depth)
+    if s.backend not in ("auto", "torch", "openvino"):
+        raise ConfigurationError(f"backend must be 'auto', 'torch' or 'openvino', got "
+                                 f"{s.backend!r}")
+    if s.exact_top is not None and (isinstance(s.exact_top, bool)
+                                    or not isinstance(s.exact_top, int) or s.exact_top < 0):
+        raise ConfigurationError("exact_top must be an int >= 0 or None")
+    _optional_positive_int("exact_head", s.exact_head)
+    if not (_is_number(s.exact_band_scale) and s.exact_band_scale > 0):
+        raise ConfigurationError("exact_band_scale must be > 0")
     _optional_positive_int("max_length", s.max_length)
     for name in ("max_candidates", "max_inference_threads", "max_pending"):
         value = getattr(s, name)

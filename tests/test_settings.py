@@ -30,7 +30,9 @@ ADAPTER_DEFAULTS = {
 #: A non-default plain value per setting that a file or an adapter can carry.
 NON_DEFAULTS = {
     "model": None, "device": "cpu", "dtype": "float32", "max_length": 128,
-    "trust_remote_code": True, "timeout_s": 0.25, "secondary_scorer": None,
+    "trust_remote_code": True, "backend": "torch", "compile_cache_dir": "/tmp/rp-compiled",
+    "exact_top": 0, "exact_head": 5, "exact_band_scale": 3.0, "embedding_store": None,
+    "timeout_s": 0.25, "secondary_scorer": None,
     "cache": None, "breaker": {"failure_threshold": 2, "reset_timeout_s": 1.5},
     "max_candidates": 77, "max_inference_threads": 3, "max_pending": 9,
     "stuck_after_s": 4.0, "top_n": 7, "threshold": 0.3, "min_keep": 2,
