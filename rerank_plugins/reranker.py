@@ -397,7 +397,8 @@ class Reranker:
         info.setdefault("kind", _kind(self.scorer))
         info["fusion"] = self._primary.selection.fusion
         info["variants"] = {name: arm.model_id for name, arm in self._rollout.arms.items()}
-        info["cache"] = getattr(self.cache, "backend", "custom") if self.cache else "none"
+        info["cache"] = (getattr(self.cache, "backend", "custom") if self.cache is not None
+                         else "none")
         info["settings"] = {k: v for k, v in self.settings.changed().items()
                             if isinstance(v, (str, int, float, bool, type(None)))
                             and k != "secret"}
