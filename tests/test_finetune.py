@@ -20,7 +20,8 @@ from rerank_plugins.scoring.base import ScoreRequest
 from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
 
-@pytest.mark.slow  # training: 1-2 min idle, up to 10 under CPU contention
+@pytest.mark.slow  # training: 1-2 min idle, over 10 under heavy CPU contention
+@pytest.mark.timeout(1500)
 def test_short_finetune_lowers_loss_and_loads_in_the_scorer(ce_folder, tmp_path):
     collection = load_collection(require_collection("cranfield"))
     train, held = split_queries(sorted(collection.queries), dev_fraction=0.5)
@@ -106,7 +107,8 @@ def test_learning_rate_default_depends_on_whether_the_start_has_a_ranking_head(c
     assert not has_ranking_head("/nonexistent/folder")
 
 
-@pytest.mark.slow  # training: 1-2 min idle, up to 10 under CPU contention
+@pytest.mark.slow  # training: 1-2 min idle, over 10 under heavy CPU contention
+@pytest.mark.timeout(1500)
 def test_finetune_command_end_to_end_writes_model_card_and_held_out_metrics(tmp_path):
     """The CLI the way a user runs it (a subprocess), on a tiny split so it stays short."""
     import os
