@@ -69,9 +69,14 @@ def check_model(model: str | None, device: str | None, dtype: str) -> Check:
         return Check("model", False, f"{scorer.model_id} returned non-finite scores "
                                      f"{output.scores}; check the weights and --dtype")
     info = scorer.describe()
+    precision = ""
+    if info.get("precision_error") is not None:
+        precision = (f", reduced-precision error {info['precision_error']} measured at load, "
+                     f"fp32 re-scoring: {info.get('exact', '')}")
     return Check("model", True, f"{info['model']} ({info.get('kind', '')}, revision "
-                                f"{info['revision']}) loaded in {loaded:.1f}s, one pair "
-                                f"scored {output.scores[0]:.3f}")
+                                f"{info['revision']}, backend {info.get('backend', 'torch')}, "
+                                f"{info.get('dtype', '')}{precision}) loaded in {loaded:.1f}s, "
+                                f"one pair scored {output.scores[0]:.3f}")
 
 
 def check_redis(url: str) -> Check:
