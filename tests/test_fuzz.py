@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -216,10 +217,15 @@ def fuzz_with_atheris(target: str, seconds: int, record_property) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'ops'}"}
     # crashing inputs are kept (outside the checkout) for reproduction
     artifacts = tempfile.mkdtemp(prefix=f"rerank-fuzz-{target}-")
+    # libFuzzer reads its RSS as getrusage's max RSS, which a child starts with from
+    # this (pytest) process: late in a full run that alone passed 4 GB and every target
+    # "ran out of memory" at start. The limit is 4 GB above what the child inherits.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     with tempfile.TemporaryDirectory() as corpus:
         proc = subprocess.run(
             [sys.executable, __file__, target, f"-max_total_time={seconds}",
-             "-rss_limit_mb=4096", "-timeout=20", f"-artifact_prefix={artifacts}/", corpus],
+             f"-rss_limit_mb={inherited_mb + 4096}", "-timeout=20",
+             f"-artifact_prefix={artifacts}/", corpus],
             capture_output=True, text=True, env=env, timeout=seconds + 120, cwd=ROOT)
     output = proc.stdout + proc.stderr
     runs = re.findall(r"Done (\d+) runs in (\d+) second", output)
