@@ -26,7 +26,12 @@ from .default_model import (
     is_local_folder,
     parameters_fingerprint,
 )
-from .openvino_backend import BackendUnavailable, CompiledEncoder, choose_backend
+from .openvino_backend import (
+    BackendUnavailable,
+    CompiledEncoder,
+    choose_backend,
+    compile_or_fallback,
+)
 from .tokens import CHARS_PER_TOKEN_CAP, pad_rows, token_budget_batches
 
 logger = logging.getLogger("rerank_plugins.scoring")
@@ -115,7 +120,8 @@ class BiEncoderScorer:
 
     def _compile(self, model, requested: str, cache_dir) -> CompiledEncoder | None:
         """Compile the transformer for OpenVINO; ``None`` when ``auto`` falls back."""
-        try:
+
+        def build() -> CompiledEncoder:
             modules = list(model)
             kinds = [type(m).__name__ for m in modules]
             if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
@@ -126,20 +132,14 @@ class BiEncoderScorer:
             self._lower_case = bool(getattr(modules[0], "do_lower_case", False))
             self._input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                                  if n in self.tokenizer.model_input_names]
-            compiled = CompiledEncoder(
+            return CompiledEncoder(
                 modules[0].auto_model.float().eval(), kind="bi-encoder",
                 model_id=self._model_id, input_names=self._input_names,
                 precisions=[self.dtype], output="last_hidden_state", cache_dir=cache_dir)
-        except BackendUnavailable as exc:
-            if requested == "openvino":
-                raise ConfigurationError(f"backend='openvino' failed: {exc}") from exc
-            logger.warning("rerank_plugins: OpenVINO backend unavailable for %s (%s); "
-                           "using torch", self._model_id, exc)
+
+        compiled = compile_or_fallback(build, requested=requested, model_id=self._model_id)
+        if compiled is None:
             self.backend = "torch"
-            return None
-        logger.info("rerank_plugins: %s on OpenVINO %s (%s), cache %s", self._model_id,
-                    compiled.version, "converted" if compiled.converted else "loaded from cache",
-                    compiled.folder)
         return compiled
 
     @property

@@ -25,7 +25,12 @@ from ..device import resolve_device_dtype
 from ..errors import ConfigurationError
 from .base import ScoreOutput, ScoreRequest
 from .default_model import DEFAULT_CROSS_ENCODER, is_local_folder, parameters_fingerprint
-from .openvino_backend import BackendUnavailable, CompiledEncoder, choose_backend
+from .openvino_backend import (
+    BackendUnavailable,
+    CompiledEncoder,
+    choose_backend,
+    compile_or_fallback,
+)
 from .precision import DEFAULT_BAND_SCALE, DEFAULT_EXACT_HEAD, calibrate_error, near_boundary
 from .tokens import EncodedPair, PairEncoder, pad_rows, token_budget_batches
 
@@ -188,21 +193,15 @@ class CrossEncoderScorer:
         names = ["input_ids", "attention_mask"] + (
             ["token_type_ids"] if self._accepts_token_types else [])
         precisions = [self.dtype] + (["float32"] if reduced else [])
-        try:
-            compiled = CompiledEncoder(
+        compiled = compile_or_fallback(
+            lambda: CompiledEncoder(
                 self._hf.float(), kind="cross-encoder", model_id=self._model_id,
                 input_names=names, precisions=precisions, output="logits",
-                cache_dir=cache_dir)
-        except (BackendUnavailable, KeyError) as exc:
-            if requested == "openvino":
-                raise ConfigurationError(f"backend='openvino' failed: {exc}") from exc
-            logger.warning("rerank_plugins: OpenVINO backend unavailable for %s (%s); "
-                           "using torch", self._model_id, exc)
+                cache_dir=cache_dir),
+            requested=requested, model_id=self._model_id,
+            errors=(BackendUnavailable, KeyError))
+        if compiled is None:
             self.backend = "torch"
-            return None
-        logger.info("rerank_plugins: %s on OpenVINO %s (%s), cache %s", self._model_id,
-                    compiled.version, "converted" if compiled.converted else "loaded from cache",
-                    compiled.folder)
         return compiled
 
     def _prepare_torch(self, quantize: str | None, reduced: bool) -> None:

@@ -257,3 +257,24 @@ class CompiledEncoder:
                             dtype=np.float32)
         finally:
             pool.put(request)
+
+
+def compile_or_fallback(build, *, requested: str, model_id: str,
+                        errors: tuple[type[BaseException], ...] = (BackendUnavailable,)):
+    """``build()`` -> a :class:`CompiledEncoder`, or ``None`` after one warning when
+    ``backend="auto"`` must fall back to torch; an explicit ``backend="openvino"`` that
+    cannot be built raises ``ConfigurationError``. Shared by both local scorers."""
+    from ..errors import ConfigurationError
+
+    try:
+        compiled = build()
+    except errors as exc:
+        if requested == "openvino":
+            raise ConfigurationError(f"backend='openvino' failed: {exc}") from exc
+        logger.warning("rerank_plugins: OpenVINO backend unavailable for %s (%s); "
+                       "using torch", model_id, exc)
+        return None
+    logger.info("rerank_plugins: %s on OpenVINO %s (%s), cache %s", model_id,
+                compiled.version, "converted" if compiled.converted else "loaded from cache",
+                compiled.folder)
+    return compiled
