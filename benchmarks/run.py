@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"ours: {scorer.describe()} (loaded in {load_seconds:.1f} s)")
         event_log = EventLog(os.path.join(workdir, "events"))
         reranker = Reranker(scorer, cache=MemoryCache(), event_log=event_log,
-                            timeout_ms=600_000)
+                            timeout_s=600)
         top_n = len(requests[0].doc_ids)  # full rankings, so agreement sees every rank
         peer_systems = [systems.llama_index_peer(folder, top_n),
                         systems.langchain_peer(folder, top_n)]
@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         # the deadline is the main reranker's: on a loaded machine a first (miss) call
         # past the default deadline would fall back and never fill the cache
         report["cache_hit"] = {"memory": time_cache_hits(
-            Reranker(scorer, cache=MemoryCache(), event_log=event_log, timeout_ms=600_000),
+            Reranker(scorer, cache=MemoryCache(), event_log=event_log, timeout_s=600),
             requests[0], 200)}
         if not args.no_redis:
             from redis_server import RedisServer
@@ -594,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                                    secret="bench-secret", socket_timeout_s=0.5,
                                    connect_timeout_s=0.5)
                 report["cache_hit"]["redis"] = time_cache_hits(
-                    Reranker(scorer, cache=cache, event_log=event_log, timeout_ms=600_000),
+                    Reranker(scorer, cache=cache, event_log=event_log, timeout_s=600),
                     requests[0], 200)
             finally:
                 server.stop()

@@ -318,7 +318,7 @@ def test_200_concurrent_callers_let_exactly_the_configured_probes_through(probes
     clock.ms += 1_001
     assert breaker.state == HALF_OPEN
     scorer = GatedScorer()
-    reranker = Reranker(scorer, cache=None, breaker=breaker, timeout_ms=20_000,
+    reranker = Reranker(scorer, cache=None, breaker=breaker, timeout_s=20,
                         max_inference_threads=probes + 1)
     statuses: list = []
     statuses_lock = threading.Lock()

@@ -123,7 +123,7 @@ def test_reranker_scores_follow_the_fitted_calibration(tmp_path, bi_scorer):
     assert _cli("--pairs", str(_logistic_pairs(tmp_path / "p.jsonl")), "--activation",
                 "cosine", "--out", str(out)).exit_code == 0
     # no deadline: on a busy machine a timeout would fall back to retrieval order
-    calibrated = Reranker(bi_scorer, calibration=out, cache=None, timeout_ms=None)
+    calibrated = Reranker(bi_scorer, calibration=out, cache=None, timeout_s=None)
     result = calibrated.rerank("wing lift", ["lift of a swept wing", "a recipe for bread"])
     calibrated.close()
     assert result.status.value == "ok"

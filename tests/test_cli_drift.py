@@ -62,7 +62,7 @@ def _serve(scorer, collection_path, out: Path, *, queries: int, passes: int,
     # fallbacks without model scores, which is a different (real) drift. Sixteen
     # concurrent callers and one inference thread let the engine merge requests into
     # large forward passes, as it does under production load.
-    reranker = Reranker(scorer, cache="memory", timeout_ms=300_000, top_n=3,
+    reranker = Reranker(scorer, cache="memory", timeout_s=300, top_n=3,
                         max_inference_threads=1, event_log=EventLog(JsonlSink(out)))
 
     def ask(qid: str) -> None:

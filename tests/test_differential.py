@@ -70,23 +70,23 @@ def test_cold_warm_memory_warm_redis_and_batch_sizes_agree(
     batch1 = CrossEncoderScorer(ce_folder, dtype="float32", max_batch_size=1)
     assert batch64.cache_namespace == batch1.cache_namespace
 
-    cold = Reranker(batch64, cache=None, timeout_ms=None)
+    cold = Reranker(batch64, cache=None, timeout_s=None)
     reference = run(cold, requests, Status.OK)
 
-    memory = Reranker(batch64, cache=MemoryCache(), timeout_ms=None, secret=SECRET)
+    memory = Reranker(batch64, cache=MemoryCache(), timeout_s=None, secret=SECRET)
     run(memory, requests, Status.OK)  # fills the cache
     warm_memory = run(memory, requests, Status.CACHE)
 
     redis_cache = RedisCache(url=redis_db.url, secret=SECRET)
-    writer = Reranker(batch64, cache=redis_cache, timeout_ms=None, secret=SECRET)
+    writer = Reranker(batch64, cache=redis_cache, timeout_s=None, secret=SECRET)
     run(writer, requests, Status.OK)
     redis_cache.flush(10)
     # a second process sharing the cache: fresh client, fresh Reranker
     reader_cache = RedisCache(url=redis_db.url, secret=SECRET)
-    reader = Reranker(batch1, cache=reader_cache, timeout_ms=None, secret=SECRET)
+    reader = Reranker(batch1, cache=reader_cache, timeout_s=None, secret=SECRET)
     warm_redis = run(reader, requests, Status.CACHE)
 
-    one_by_one = Reranker(batch1, cache=None, timeout_ms=None)
+    one_by_one = Reranker(batch1, cache=None, timeout_s=None)
     batch_of_1 = run(one_by_one, requests, Status.OK)
 
     diffs = {

@@ -209,7 +209,7 @@ def test_disk_full_drops_every_event_and_counts_it():
 
 def test_requests_succeed_while_the_log_disk_is_full(bi_scorer):
     log = EventLog(DevFullSink("/tmp"))
-    reranker = Reranker(bi_scorer, cache=None, timeout_ms=None, event_log=log)
+    reranker = Reranker(bi_scorer, cache=None, timeout_s=None, event_log=log)
     try:
         results = [reranker.rerank(f"how do wings lift {i}", DOCS) for i in range(5)]
     finally:
@@ -373,7 +373,7 @@ def test_written_metric_matches_the_files(tmp_path):
 
 def test_reranker_samples_requests_into_the_log(bi_scorer, tmp_path):
     log = EventLog(JsonlSink(tmp_path), sample_rate=0.5, seed=3)
-    reranker = Reranker(bi_scorer, timeout_ms=None, event_log=log)
+    reranker = Reranker(bi_scorer, timeout_s=None, event_log=log)
     try:
         for index in range(8):
             reranker.rerank(f"question number {index}", DOCS)

@@ -4,12 +4,13 @@ Promises checked: no exception reaches the app, ``emit`` never blocks, and the b
 balance exactly: ``written + dropped == emitted``, with ``dropped`` equal to the
 events that really did not reach storage.
 
-"Never blocks", measured over 10,000 calls in two clocks: the calling thread's CPU
-time per emit has a p95 under 50 µs (our own code's cost: waiting for a core or the
-interpreter lock is not CPU time; on a loaded 2-core machine a shared core still
-slows the code itself, which moved the p99 to 43-80 µs and the p95 to 25-33 µs in
-measurements here), and the wall time per emit has a p99 under 50 µs plus the
-scheduling allowance measured around the run (tests/timing.py). An emit that waited
+"Never blocks", measured over 10,000 calls in two clocks: the wall time per emit has
+a p99 under 50 µs plus the scheduling allowance measured around the run
+(tests/timing.py), and the calling thread's CPU time per emit has a p95 under
+200 µs (our own code's cost: waiting for a core or the interpreter lock is not CPU
+time, but a shared core still slows the code itself: the p95 was 25-33 µs on the
+loaded development machine and 64 µs on a CI runner, 2026-12-02, so the test bound is
+four times the idle budget and the 50 µs figure itself is the benchmark's). An emit that waited
 for the writer would wait for a wedged writer forever, and for a failing disk pay a
 syscall and an exception per call. The tight figure (wall p99 < 50 µs on an idle
 machine) is recorded and checked by ``benchmarks/reliability.py``.
@@ -42,6 +43,9 @@ from rerank_plugins.telemetry.sinks import EventLog, JsonlSink
 
 EMITS = 10_000
 EMIT_P99_BUDGET_US = 50.0
+#: the CPU-time bound under load: catches emit doing the writer's work (serialising
+#: and writing a batch costs milliseconds) while a slow shared core passes (docstring)
+EMIT_CPU_P95_BOUND_US = 4 * EMIT_P99_BUDGET_US
 
 
 def event(n: int) -> dict:
@@ -76,7 +80,7 @@ def assert_emit_never_blocks(durations: Durations, allowance: SchedulingAllowanc
     wall_bound_us = EMIT_P99_BUDGET_US + 1000 * allowance.record(record_property, name)
     cpu_p95 = quantile(durations.cpu, 0.95)
     record_property(f"{name}_emit_cpu_p95_us", round(cpu_p95, 2))
-    assert cpu_p95 < EMIT_P99_BUDGET_US, f"cpu p95 {cpu_p95:.1f} µs"
+    assert cpu_p95 < EMIT_CPU_P95_BOUND_US, f"cpu p95 {cpu_p95:.1f} µs"
     assert p99(durations) < wall_bound_us, f"wall p99 {p99(durations):.1f} > {wall_bound_us}"
 
 
@@ -233,7 +237,7 @@ def test_reranker_requests_succeed_whatever_the_sink_does(tmp_path, fault):
     else:
         sink = blocked = BlockedSink()
     log = EventLog(sink, queue_size=50)
-    reranker = Reranker(ConstantScorer(), cache=None, event_log=log, timeout_ms=5000)
+    reranker = Reranker(ConstantScorer(), cache=None, event_log=log, timeout_s=5)
     results = [reranker.rerank(f"query {n}", ["a", "b", "c"]) for n in range(300)]
     assert all(r.status is Status.OK and len(r) == 3 for r in results)
     if blocked is not None:

@@ -144,7 +144,7 @@ def assert_retrieval_order(result, reason: FallbackReason) -> None:
 def test_raising_scorer_falls_back_and_the_circuit_opens_after_n_failures(faulty, rerankers):
     scorer = faulty("raise")
     breaker = CircuitBreaker("faults-raise", failure_threshold=3, reset_timeout_s=3600)
-    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_ms=1000, cache=None)
+    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_s=1, cache=None)
     rerankers.append(reranker)
     reasons = []
     allowance = SchedulingAllowance()
@@ -168,7 +168,7 @@ def test_circuit_half_opens_after_the_cool_down_and_closes_on_success(faulty, re
     scorer = faulty("raise")
     breaker = CircuitBreaker("faults-recover", failure_threshold=2, reset_timeout_s=30,
                              clock=lambda: now[0])
-    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_ms=60_000, cache=None)
+    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_s=60, cache=None)
     rerankers.append(reranker)
     for _ in range(3):
         reranker.rerank(QUERY, candidates())
@@ -188,7 +188,7 @@ def test_circuit_half_opens_after_the_cool_down_and_closes_on_success(faulty, re
 
 def test_secondary_scorer_serves_when_the_primary_raises(faulty, bi_scorer, rerankers):
     primary = faulty("raise")
-    reranker = Reranker(primary, fusion="none", secondary_scorer=bi_scorer, timeout_ms=60_000,
+    reranker = Reranker(primary, fusion="none", secondary_scorer=bi_scorer, timeout_s=60,
                         cache=None)
     rerankers.append(reranker)
     result = reranker.rerank(QUERY, candidates())
@@ -200,7 +200,7 @@ def test_secondary_scorer_serves_when_the_primary_raises(faulty, bi_scorer, rera
 
 
 def test_fallback_keeps_business_blocks(faulty, rerankers):
-    reranker = Reranker(faulty("raise"), fusion="none", timeout_ms=1000, cache=None,
+    reranker = Reranker(faulty("raise"), fusion="none", timeout_s=1, cache=None,
                         policies=[block_if(lambda meta: meta.get("embargoed", False))])
     rerankers.append(reranker)
     items = candidates()
@@ -216,7 +216,7 @@ def test_hung_scorer_costs_each_request_at_most_its_deadline(faulty, rerankers,
                                                              record_property):
     scorer = faulty("hang")
     breaker = CircuitBreaker("faults-hang", failure_threshold=3, reset_timeout_s=3600)
-    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_ms=250, cache=None,
+    reranker = Reranker(scorer, fusion="none", breaker=breaker, timeout_s=0.25, cache=None,
                         max_inference_threads=2)
     rerankers.append(reranker)
     reasons, worst = [], 0.0
@@ -239,7 +239,7 @@ def test_hung_scorer_costs_each_request_at_most_its_deadline(faulty, rerankers,
 def test_concurrent_requests_against_a_hung_scorer_all_return_in_time(faulty, rerankers,
                                                                       record_property):
     scorer = faulty("hang")
-    reranker = Reranker(scorer, fusion="none", timeout_ms=300, cache=None, max_inference_threads=2,
+    reranker = Reranker(scorer, fusion="none", timeout_s=0.3, cache=None, max_inference_threads=2,
                         breaker=CircuitBreaker("faults-hang-many", failure_threshold=100))
     rerankers.append(reranker)
     results, elapsed = [None] * 12, [0.0] * 12
@@ -269,8 +269,8 @@ def test_concurrent_requests_against_a_hung_scorer_all_return_in_time(faulty, re
 # -- a slow scorer -------------------------------------------------------------------------------
 def test_slow_scorer_within_the_deadline_serves_and_past_it_falls_back(faulty, rerankers):
     scorer = faulty("slow", delay_s=0.4)
-    patient = Reranker(scorer, fusion="none", timeout_ms=60_000, cache=None)
-    hasty = Reranker(scorer, fusion="none", timeout_ms=150, cache=None,
+    patient = Reranker(scorer, fusion="none", timeout_s=60, cache=None)
+    hasty = Reranker(scorer, fusion="none", timeout_s=0.15, cache=None,
                      breaker=CircuitBreaker("faults-slow", failure_threshold=100))
     rerankers.extend([patient, hasty])
     served, elapsed = timed(patient, QUERY, candidates())
@@ -297,7 +297,7 @@ async def test_async_requests_respect_the_deadline_too(faulty, rerankers, record
     rounds, allowances = [], []
     for round_index in range(3):
         scorer = faulty("hang")
-        reranker = Reranker(scorer, fusion="none", timeout_ms=200, cache=None,
+        reranker = Reranker(scorer, fusion="none", timeout_s=0.2, cache=None,
                             breaker=CircuitBreaker(f"faults-async-{round_index}",
                                                    failure_threshold=100))
         rerankers.append(reranker)
@@ -339,7 +339,7 @@ def test_redis_killed_mid_run_degrades_to_scoring_without_the_cache(bi_scorer, t
                            breaker=CircuitBreaker("faults-redis-killed", failure_threshold=3,
                                                   reset_timeout_s=3600))
         reranker = Reranker(bi_scorer, fusion="none", cache=cache, secret="faults-secret",
-                            timeout_ms=30_000)
+                            timeout_s=30)
         rerankers.append(reranker)
         errors_before = counter_value("rerank_cache_errors", backend="redis")
         statuses = []

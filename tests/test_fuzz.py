@@ -79,10 +79,10 @@ class Harness:
         self.collections = collection_readers
         self.allowed = (TypeError, InvalidInputError, ConfigurationError)
         self.rerankers = [
-            Reranker(CrcScorer("crc-fuzz"), timeout_ms=None, top_n=5, threshold=0.4),
-            Reranker(CrcScorer("crc-fuzz"), cache=None, timeout_ms=None, fusion="linear",
+            Reranker(CrcScorer("crc-fuzz"), timeout_s=None, top_n=5, threshold=0.4),
+            Reranker(CrcScorer("crc-fuzz"), cache=None, timeout_s=None, fusion="linear",
                      min_keep=0),
-            Reranker(CrcScorer("crc-fuzz"), cache=None, timeout_ms=None, fusion="rrf",
+            Reranker(CrcScorer("crc-fuzz"), cache=None, timeout_s=None, fusion="rrf",
                      relative_cutoff=0.2),
         ]
         # never connects: _decode is pure

@@ -67,7 +67,7 @@ class MarkerGadget:
 def setup(redis_db):
     scorer = CountingScorer()
     cache = RedisCache(url=redis_db.url, secret=SECRET)
-    reranker = Reranker(scorer, cache=cache, secret=SECRET, timeout_ms=5000)
+    reranker = Reranker(scorer, cache=cache, secret=SECRET, timeout_s=5)
     yield scorer, cache, reranker, redis_db.client(), redis_db.url
     reranker.close()
     cache.close()

@@ -61,7 +61,7 @@ def hung():
         # a breaker that never opens, so every request reaches the engine and the
         # engine's own bound (not the breaker) is what we observe
         reranker = Reranker(
-            scorer, cache=None, timeout_ms=DEADLINE_MS,
+            scorer, cache=None, timeout_s=DEADLINE_MS / 1000,
             breaker=CircuitBreaker(name, failure_threshold=10**9),
             max_inference_threads=MAX_THREADS, stuck_after_s=STUCK_AFTER_S)
         made.append((scorer, reranker))

@@ -44,7 +44,7 @@ def reranker(threshold: float | None, min_keep: int) -> Reranker:
     """One Reranker per setting combination, shared by all examples."""
     key = (threshold, min_keep)
     if key not in _RERANKERS:
-        _RERANKERS[key] = Reranker(TextScoreScorer(), cache=None, timeout_ms=None,
+        _RERANKERS[key] = Reranker(TextScoreScorer(), cache=None, timeout_s=None,
                                    threshold=threshold, min_keep=min_keep)
     return _RERANKERS[key]
 

@@ -87,7 +87,7 @@ def outputs(bi_scorer, redis_db, tmp_path, monkeypatch, caplog, span_exporter):
     results = []
     for sink in (JsonlSink(logs / "jsonl"), ParquetSink(logs / "parquet")):
         cache = RedisCache(redis_db.url, socket_timeout_s=1.0, connect_timeout_s=1.0)
-        reranker = Reranker(bi_scorer, timeout_ms=None, cache=cache, event_log=EventLog(sink))
+        reranker = Reranker(bi_scorer, timeout_s=None, cache=cache, event_log=EventLog(sink))
         try:
             results.append(reranker.rerank(QUERY, DOCS))
         finally:
@@ -136,7 +136,7 @@ def test_opting_in_puts_the_query_in_the_log(bi_scorer, redis_db, tmp_path, monk
     # proves the scan above can find the text when it is there
     monkeypatch.setenv("RERANK_PLUGINS_SECRET", SECRET)
     cache = RedisCache(redis_db.url, socket_timeout_s=1.0, connect_timeout_s=1.0)
-    reranker = Reranker(bi_scorer, timeout_ms=None, cache=cache, include_text=True,
+    reranker = Reranker(bi_scorer, timeout_s=None, cache=cache, include_text=True,
                         event_log=EventLog(JsonlSink(tmp_path / "opt-in")))
     try:
         reranker.rerank(QUERY, DOCS)

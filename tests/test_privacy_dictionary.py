@@ -118,9 +118,9 @@ def test_no_query_text_anywhere_and_fingerprints_resist_a_dictionary(
              else RedisCache(url=redis_db.url, secret=SECRET))
     log = EventLog(JsonlSink(tmp_path / "events"))
     reranker = Reranker(CrcScorer("crc-privacy-v1"), cache=cache, secret=SECRET, event_log=log,
-                        timeout_ms=5000, threshold=0.3)
+                        timeout_s=5, threshold=0.3)
     leaky = Reranker(LeakyFailingScorer(), cache=None, secret=SECRET, event_log=log,
-                     timeout_ms=5000)
+                     timeout_s=5)
     caplog.set_level(logging.DEBUG)
     for query in sent:
         assert reranker.rerank(query, DOCS).status in (Status.OK, Status.CACHE)

@@ -29,7 +29,7 @@ def test_reranking_bm25_top100_raises_ndcg_at_10(name, bi_scorer):
     query_ids = sorted(q for q in collection.queries if q in collection.run)[::SUBSETS[name]]
     bm25 = {qid: collection.run[qid][:100] for qid in query_ids}
     # no deadline: this measures the model, not how busy the machine is
-    reranker = Reranker(bi_scorer, timeout_ms=None, cache=None)
+    reranker = Reranker(bi_scorer, timeout_s=None, cache=None)
     reranked = {}
     try:
         for qid in query_ids:

@@ -96,7 +96,7 @@ def _latencies(reranker: Reranker, n: int, tag: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def baseline_ms() -> float:
-    reranker = Reranker(CrcScorer(), cache=None, timeout_ms=2000)
+    reranker = Reranker(CrcScorer(), cache=None, timeout_s=2)
     _latencies(reranker, 20, "warm")
     median = statistics.median(_latencies(reranker, 100, "base"))
     reranker.close()
@@ -118,7 +118,7 @@ def _assert_added(latencies, baseline_ms, record_property, name, cache: RedisCac
 
 def test_refused_port_adds_at_most_the_socket_timeouts(baseline_ms, record_property):
     cache = _cache(url=f"redis://127.0.0.1:{free_port()}/0")
-    reranker = Reranker(CrcScorer(), cache=cache, timeout_ms=2000)
+    reranker = Reranker(CrcScorer(), cache=cache, timeout_s=2)
     allowance = SchedulingAllowance()
     latencies = _latencies(reranker, 40, "refused")
     _assert_added(latencies, baseline_ms, record_property, "refused", cache, allowance)
@@ -139,7 +139,7 @@ def test_silent_listener_adds_at_most_the_socket_timeouts_then_redis_is_skipped(
     connection = cache.client.connection_pool.make_connection()
     assert connection.socket_timeout <= 0.05 and connection.socket_connect_timeout <= 0.05
     assert connection.retry.get_retries() == 0
-    reranker = Reranker(CrcScorer(), cache=cache, timeout_ms=2000)
+    reranker = Reranker(CrcScorer(), cache=cache, timeout_s=2)
     allowance = SchedulingAllowance()
     latencies = _latencies(reranker, 10, "silent")
     cache.flush(2)
@@ -160,7 +160,7 @@ def test_paused_server_adds_at_most_the_socket_timeouts_and_breaker_skips_redis(
         baseline_ms, redis_db, record_property):
     admin = redis_db.client()
     cache = _cache(url=redis_db.url)
-    reranker = Reranker(CrcScorer(), cache=cache, timeout_ms=2000)
+    reranker = Reranker(CrcScorer(), cache=cache, timeout_s=2)
     _latencies(reranker, 5, "before-pause")  # connections open, values written
     cache.flush(2)
     allowance = SchedulingAllowance()
@@ -185,7 +185,7 @@ def test_cache_breaker_recovers_when_redis_returns(redis_db):
     breaker = CircuitBreaker("cache-recover", failure_threshold=2, reset_timeout_s=0.2,
                              probe_timeout_s=1.0)
     cache = RedisCache(url=redis_db.url, secret="outage-test", breaker=breaker)
-    reranker = Reranker(CrcScorer(), cache=cache, timeout_ms=2000)
+    reranker = Reranker(CrcScorer(), cache=cache, timeout_s=2)
     admin.client_pause(2_000, all=True)
     try:
         _latencies(reranker, 3, "down")

@@ -220,8 +220,8 @@ async def test_async_path_gives_the_sync_scores(engines):
 
 def test_reranker_on_a_remote_engine_ranks_like_the_local_model(engines, ce_scorer):
     remote = Reranker(_scorer(engines["main"], max_client_batch_size=8), top_n=5,
-                      threshold=0.0, timeout_ms=30_000)
-    local = Reranker(ce_scorer, top_n=5, threshold=0.0, timeout_ms=30_000, cache=None)
+                      threshold=0.0, timeout_s=30)
+    local = Reranker(ce_scorer, top_n=5, threshold=0.0, timeout_s=30, cache=None)
     try:
         first = remote.rerank(QUERY, DOCS)
         again = remote.rerank(QUERY, DOCS)
@@ -260,7 +260,7 @@ def test_a_slow_engine_times_out_at_the_requests_deadline(engines):
 def test_the_reranker_passes_its_remaining_deadline_to_the_http_call(engines):
     slow = engines["slow"]
     reranker = Reranker(_scorer(slow, timeout_s=30.0, read_timeout_s=30.0),
-                        timeout_ms=300, cache=None)
+                        timeout_s=0.3, cache=None)
     try:
         result = reranker.rerank(QUERY, DOCS[:3])
         # the engine thread was released at the deadline, not when the engine answered
@@ -297,7 +297,7 @@ def test_429_is_overloaded_not_error_and_is_not_retried_without_deadline_room(en
     scorer = _scorer(slow, max_retries=10, connect_timeout_s=0.5)
     with pytest.raises(RemoteOverloaded) as caught:
         scorer.score_many([ScoreRequest(QUERY, DOCS[:2])], deadline_s=0.4)
-    reranker = Reranker(_scorer(slow, max_retries=0), cache=None, timeout_ms=5000)
+    reranker = Reranker(_scorer(slow, max_retries=0), cache=None, timeout_s=5)
     try:
         result = reranker.rerank(QUERY, DOCS[:4])
     finally:
@@ -326,7 +326,7 @@ def test_overload_is_retried_while_the_deadline_allows(engines):
 # -- the engine dies mid-run ------------------------------------------------------
 def test_engine_killed_mid_run_falls_back_to_retrieval_order(engines):
     victim = engines["victim"]
-    reranker = Reranker(_scorer(victim, max_retries=1), cache=None, timeout_ms=3000,
+    reranker = Reranker(_scorer(victim, max_retries=1), cache=None, timeout_s=3,
                         breaker=CircuitBreaker("remote", failure_threshold=3))
     statuses, reasons, orders = [], [], []
 
@@ -531,7 +531,7 @@ def test_fleet_behind_nginx_survives_a_replica_loss(ce_folder, tmp_path):
             time.sleep(0.1)
 
         reranker = Reranker(RemoteScorer(lb_url, model=MODEL_ID), cache=None,
-                            timeout_ms=10_000)
+                            timeout_s=10)
         try:
             both = [reranker.rerank(f"{QUERY} {n}", DOCS[:6]).status for n in range(8)]
             spread = [e.stats()["rerank_calls"] for e in endpoints]

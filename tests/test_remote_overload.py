@@ -119,7 +119,7 @@ def make(engine: FaultyEngine, timeout_ms: float, **scorer_options):
     scorer = RemoteScorer(engine.url, protocol="tei", model="faulty-engine",
                           retry_backoff_s=0.01, **scorer_options)
     # a breaker that stays closed, so every request really reaches the engine
-    reranker = Reranker(scorer, cache=None, timeout_ms=timeout_ms,
+    reranker = Reranker(scorer, cache=None, timeout_s=timeout_ms / 1000,
                         breaker=CircuitBreaker("remote-test", failure_threshold=10**6))
     return scorer, reranker
 

@@ -80,7 +80,7 @@ def make_reranker(bi_scorer):
     built: list[Reranker] = []
 
     def make(scorer=None, **options) -> Reranker:
-        options.setdefault("timeout_ms", 60_000)  # correctness tests: no timeouts on a busy box
+        options.setdefault("timeout_s", 60)  # correctness tests: no timeouts on a busy box
         # these pin the model's own order (default "auto" fuses); fusion has its own tests
         options.setdefault("fusion", "none")
         reranker = Reranker(scorer or bi_scorer, **options)

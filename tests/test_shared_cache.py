@@ -41,7 +41,7 @@ runs = []
 for secret in secrets:  # None: the process's RERANK_PLUGINS_SECRET
     cache = RedisCache(redis_url, socket_timeout_s=1.0, connect_timeout_s=1.0,
                        secret=secret)
-    reranker = Reranker(scorer, cache=cache, timeout_ms=60_000, secret=secret)
+    reranker = Reranker(scorer, cache=cache, timeout_s=60, secret=secret)
     results = []
     for query in queries:
         result = reranker.rerank(query, docs)

@@ -114,7 +114,7 @@ def test_soak_10k_requests_with_faults(tmp_path, record_property, span_exporter,
     cache = RedisCache(url=f"redis://127.0.0.1:{port}/0", secret="soak",
                        breaker=CircuitBreaker("soak-cache", failure_threshold=3,
                                               reset_timeout_s=0.5, probe_timeout_s=1.0))
-    reranker = Reranker(scorer, cache=cache, timeout_ms=DEADLINE_MS,
+    reranker = Reranker(scorer, cache=cache, timeout_s=DEADLINE_MS / 1000,
                         breaker=CircuitBreaker("soak", failure_threshold=5,
                                                reset_timeout_s=0.2),
                         # a real model call under CPU contention takes well over 0.2 s;

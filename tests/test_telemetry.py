@@ -41,7 +41,7 @@ def children_of(exporter, parent) -> list:
 @pytest.fixture
 def reranker(bi_scorer):
     # no deadline: a shared, loaded CI machine must not turn these into fallbacks
-    instance = Reranker(bi_scorer, timeout_ms=None)
+    instance = Reranker(bi_scorer, timeout_s=None)
     yield instance
     instance.close()
 
@@ -87,7 +87,7 @@ def test_cache_served_request_reports_its_hits(reranker, span_exporter):
 
 def test_fallback_marks_the_span_and_counts_the_reason(bi_scorer, span_exporter):
     # a 1 microsecond deadline: the real model cannot answer in time
-    reranker = Reranker(bi_scorer, cache=None, timeout_ms=0.001)
+    reranker = Reranker(bi_scorer, cache=None, timeout_s=1e-06)
     model = bi_scorer.model_id
     before = (counter_value(c.REQUESTS.name, model=model, status="fallback", reason="timeout"),
               counter_value(c.FALLBACKS.name, model=model, reason="timeout"))
@@ -143,7 +143,7 @@ def test_every_library_metric_is_created_with_its_contract_unit(metric_reader, b
                                                                  tmp_path):
     """Self-contained (run alone it used to read an empty reader): one request through a
     cache and an event log creates the metrics of a served request, each with its unit."""
-    reranker = Reranker(bi_scorer, timeout_ms=None, cache="memory",
+    reranker = Reranker(bi_scorer, timeout_s=None, cache="memory",
                         event_log=str(tmp_path / "events"))
     try:
         assert reranker.rerank("units of the contract", DOCS).status is Status.OK

@@ -207,7 +207,7 @@ def test_nan_and_infinite_retrieval_scores_become_unknown(bi_scorer):
              {"id": "ok", "text": "Dogs bark", "retrieval_score": 3.0}]
     assert Candidate("x", "t", math.nan).retrieval_score is None
     for fusion in ("none", "linear", "rrf"):
-        reranker = Reranker(bi_scorer, fusion=fusion, timeout_ms=60_000)
+        reranker = Reranker(bi_scorer, fusion=fusion, timeout_s=60)
         try:
             result = reranker.rerank(QUERY, items)
         finally:
@@ -271,7 +271,7 @@ def test_lone_surrogates_reach_the_scorer_only_as_replacement_characters(bi_scor
             seen.extend(requests)
             return super().score_many(requests)
 
-    reranker = Reranker(Spy(bi_scorer), fusion="none", cache=None, timeout_ms=60_000)
+    reranker = Reranker(Spy(bi_scorer), fusion="none", cache=None, timeout_s=60)
     try:
         reranker.rerank("a\ud800b", ["c\udfffd"])
     finally:

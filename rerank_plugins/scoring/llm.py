@@ -217,7 +217,7 @@ class LLMScorer:
     Example::
 
         scorer = LLMScorer("http://127.0.0.1:8000/v1", model="qwen2.5-1.5b-instruct")
-        reranker = Reranker(scorer, timeout_ms=8000, top_n=5)
+        reranker = Reranker(scorer, timeout_s=8, top_n=5)
     """
 
     def __init__(
