@@ -135,7 +135,7 @@ def test_no_query_text_anywhere_and_fingerprints_resist_a_dictionary(
                    for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(event_lines) == 2 * len(sent) + 1
     if backend == "memory":
-        keys = list(cache._data)
+        keys = list(cache.keys())
     else:
         keys = [k.decode() for k in redis_db.client().keys("*")]
     assert keys, "the cache holds entries to inspect"

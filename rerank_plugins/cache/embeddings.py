@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
@@ -28,6 +26,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from ..privacy import Fingerprinter
+from .memory import BoundedLRU
 from .redis import RedisCache
 
 VECTOR_DTYPES = {"float32": ("<f4", 0), "float16": ("<f2", 1)}
@@ -95,7 +94,7 @@ class _Counting:
                 "hit_rate": self.hits / asked if asked else 0.0}
 
 
-class MemoryEmbeddingStore(_Counting):
+class MemoryEmbeddingStore(_Counting, BoundedLRU):
     """In-process LRU of document embeddings with an entry cap, a byte cap and a TTL.
 
     Args:
@@ -121,77 +120,28 @@ class MemoryEmbeddingStore(_Counting):
                  ttl_s: float | None = None, vector_dtype: str = "float32",
                  secret: str | bytes | None = None,
                  fingerprinter: Fingerprinter | None = None, clock=time.monotonic) -> None:
-        if max_entries < 1 or max_bytes < 1:
-            raise ConfigurationError("max_entries and max_bytes must be >= 1")
-        if ttl_s is not None and ttl_s <= 0:
-            raise ConfigurationError("ttl_s must be > 0 or None")
         if vector_dtype not in VECTOR_DTYPES:
             raise ConfigurationError(f"vector_dtype must be one of {tuple(VECTOR_DTYPES)}")
-        self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
+        super().__init__(max_entries=max_entries, max_bytes=max_bytes, ttl_s=ttl_s,
+                         value_bytes=len, overhead=_ENTRY_OVERHEAD, clock=clock)
         self.vector_dtype = vector_dtype
         self._fp = fingerprinter or Fingerprinter(secret)
-        self._clock = clock
-        self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self.hits = self.misses = 0
-
-    @property
-    def bytes_used(self) -> int:
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def key(self, namespace: str, text: str) -> str:
         return embedding_key(namespace, self._fp.fingerprint(text))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         keys = list(keys)
-        found: dict[str, np.ndarray] = {}
-        now = self._clock()
-        with self._lock:
-            for key in keys:
-                entry = self._data.get(key)
-                if entry is None:
-                    continue
-                raw, expires = entry
-                if expires and now >= expires:
-                    self._remove(key)
-                    continue
-                self._data.move_to_end(key)
-                found[key] = raw
-        decoded = {k: v for k, v in ((k, decode_vector(raw)) for k, raw in found.items())
+        decoded = {k: v for k, v in ((k, decode_vector(raw))
+                                     for k, raw in super().get_many(keys).items())
                    if v is not None}
         self._count(len(keys), len(decoded))
         return decoded
 
     def set_many(self, items: Mapping[str, np.ndarray]) -> None:
-        expires = (self._clock() + self.ttl_s) if self.ttl_s else 0.0
-        encoded = {k: encode_vector(v, self.vector_dtype) for k, v in items.items()}
-        with self._lock:
-            for key, raw in encoded.items():
-                if key in self._data:
-                    self._remove(key)
-                self._data[key] = (raw, expires)
-                self._bytes += self._entry_bytes(key, raw)
-            while self._data and (len(self._data) > self.max_entries
-                                  or self._bytes > self.max_bytes):
-                self._remove(next(iter(self._data)))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-
-    @staticmethod
-    def _entry_bytes(key: str, raw: bytes) -> int:
-        return sys.getsizeof(key) + len(raw) + _ENTRY_OVERHEAD
-
-    def _remove(self, key: str) -> None:
-        raw, _ = self._data.pop(key)
-        self._bytes -= self._entry_bytes(key, raw)
+        super().set_many({k: encode_vector(v, self.vector_dtype) for k, v in items.items()})
 
 
 class RedisEmbeddingStore(_Counting, RedisCache):

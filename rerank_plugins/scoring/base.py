@@ -61,3 +61,18 @@ class Scorer(Protocol):
     def describe(self) -> dict[str, str]:
         """model, revision, device, dtype (for the model-info metric and doctor)."""
         ...
+
+
+class Identified:
+    """``model_id`` and ``revision`` of a scorer, from its ``_model_id`` and ``_revision``."""
+
+    _model_id: str
+    _revision: str
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def revision(self) -> str:
+        return self._revision

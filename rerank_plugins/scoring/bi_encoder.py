@@ -19,7 +19,7 @@ import numpy as np
 
 from ..device import resolve_device_dtype
 from ..errors import CacheError, ConfigurationError
-from .base import ScoreOutput, ScoreRequest
+from .base import Identified, ScoreOutput, ScoreRequest
 from .default_model import (
     BUNDLED_MODEL_ID,
     bundled_model_path,
@@ -39,7 +39,7 @@ logger = logging.getLogger("rerank_plugins.scoring")
 _POOLING = ("mean", "cls", "max")
 
 
-class BiEncoderScorer:
+class BiEncoderScorer(Identified):
     """Scores pairs by cosine similarity of SentenceTransformer embeddings.
 
     Cheaper than a cross-encoder (documents are encoded independently), so it also
@@ -141,14 +141,6 @@ class BiEncoderScorer:
         if compiled is None:
             self.backend = "torch"
         return compiled
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def revision(self) -> str:
-        return self._revision
 
     @property
     def activation(self) -> str:

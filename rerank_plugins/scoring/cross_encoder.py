@@ -23,7 +23,7 @@ import numpy as np
 
 from ..device import resolve_device_dtype
 from ..errors import ConfigurationError
-from .base import ScoreOutput, ScoreRequest
+from .base import Identified, ScoreOutput, ScoreRequest
 from .default_model import DEFAULT_CROSS_ENCODER, is_local_folder, parameters_fingerprint
 from .openvino_backend import (
     BackendUnavailable,
@@ -40,7 +40,7 @@ PASSAGE_MODES = ("first", "max", "mean")
 QUANTIZE_MODES = (None, "int8")
 
 
-class CrossEncoderScorer:
+class CrossEncoderScorer(Identified):
     """Scores (query, document) pairs with a cross-encoder.
 
     Args:
@@ -219,14 +219,6 @@ class CrossEncoderScorer:
                 self._hf, {torch.nn.Linear}, dtype=torch.qint8)
 
     # -- protocol -----------------------------------------------------------------
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def revision(self) -> str:
-        return self._revision
-
     @property
     def activation(self) -> str:
         return "sigmoid"

@@ -54,7 +54,7 @@ from ..telemetry import contract as c
 from ..telemetry import instruments
 from ..waiting import Plan, run_async, run_sync
 from ._http import HttpExchange
-from .base import ScoreOutput, ScoreRequest
+from .base import Identified, ScoreOutput, ScoreRequest
 
 __all__ = ["LLMScorer", "MODES", "PROMPT_VERSION", "parse_ranking", "parse_score"]
 
@@ -169,7 +169,7 @@ class _Tally:
             self.http_calls += attempts
 
 
-class LLMScorer:
+class LLMScorer(Identified):
     """Scores (query, document) pairs with a chat LLM behind an OpenAI-compatible API.
 
     Works with OpenAI, vLLM, llama.cpp's ``llama-server``, Ollama, LM Studio and any
@@ -274,7 +274,7 @@ class LLMScorer:
             clock=clock)
         self.endpoint = self._http.url + "/chat/completions"
         self.mode = mode
-        self._model = model
+        self._model_id = model
         self._revision = revision
         self.max_chars_per_doc = max_chars_per_doc
         self.max_query_chars = max_query_chars
@@ -292,14 +292,6 @@ class LLMScorer:
 
     # -- protocol -----------------------------------------------------------------
     @property
-    def model_id(self) -> str:
-        return self._model
-
-    @property
-    def revision(self) -> str:
-        return self._revision
-
-    @property
     def activation(self) -> str:
         return "identity"
 
@@ -314,15 +306,16 @@ class LLMScorer:
                     f"examples={int(self.examples)}")
         if self.mode == "listwise":
             settings += f"|window={self.window}|step={self.step}"
-        return (f"llm|{self.mode}|{self._model}|{self._revision}|{self.endpoint}|"
+        return (f"llm|{self.mode}|{self._model_id}|{self._revision}|{self.endpoint}|"
                 f"prompt={PROMPT_VERSION}|{settings}")
 
     def describe(self) -> dict[str, str]:
-        return {"model": self._model, "revision": self._revision, "device": "remote",
+        return {"model": self._model_id, "revision": self._revision, "device": "remote",
                 "dtype": "remote", "kind": f"llm-{self.mode}", "endpoint": self.endpoint}
 
     def __repr__(self) -> str:
-        return f"LLMScorer(mode={self.mode!r}, endpoint={self.endpoint!r}, model={self._model!r})"
+        return (f"LLMScorer(mode={self.mode!r}, endpoint={self.endpoint!r}, "
+                f"model={self._model_id!r})")
 
     # -- scoring --------------------------------------------------------------------
     def score_many(self, requests: Sequence[ScoreRequest], *,
@@ -488,7 +481,7 @@ class LLMScorer:
 
     # -- one chat call ----------------------------------------------------------------
     def _payload(self, messages: list[dict]) -> dict:
-        payload = {"model": self._model, "messages": messages, "temperature": 0,
+        payload = {"model": self._model_id, "messages": messages, "temperature": 0,
                    "max_tokens": self.max_completion_tokens, "n": 1, "stream": False}
         if self.response_format_json:
             payload["response_format"] = {"type": "json_object"}
@@ -502,11 +495,11 @@ class LLMScorer:
             try:
                 value = parse(content)
             except ScorerError:
-                instruments.add(c.LLM_ANSWERS, 1, model=self._model, result="invalid")
+                instruments.add(c.LLM_ANSWERS, 1, model=self._model_id, result="invalid")
                 raise
             # a listwise ranking that left ids out is used, but counted apart
             complete = not isinstance(value, tuple) or value[1]
-            instruments.add(c.LLM_ANSWERS, 1, model=self._model,
+            instruments.add(c.LLM_ANSWERS, 1, model=self._model_id,
                             result="ok" if complete else "incomplete")
             return _Answer(value, prompt_tokens, completion_tokens)
         return read
@@ -542,10 +535,10 @@ class LLMScorer:
 
     def _count_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
         if prompt_tokens:
-            instruments.add(c.LLM_TOKENS, prompt_tokens, model=self._model,
+            instruments.add(c.LLM_TOKENS, prompt_tokens, model=self._model_id,
                             token_type="prompt")
         if completion_tokens:
-            instruments.add(c.LLM_TOKENS, completion_tokens, model=self._model,
+            instruments.add(c.LLM_TOKENS, completion_tokens, model=self._model_id,
                             token_type="completion")
 
     # -- helpers ------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import ConfigurationError, ScorerError
 from ._http import Attempt, HttpExchange, httpx_module, redact_url
-from .base import ScoreOutput, ScoreRequest
+from .base import Identified, ScoreOutput, ScoreRequest
 
 __all__ = ["PROTOCOLS", "RemoteScorer", "redact_url"]
 
@@ -59,7 +59,7 @@ PROTOCOLS = ("tei", "cohere")
 _DEFAULT_PATHS = {"tei": "/rerank", "cohere": "/v1/rerank"}
 
 
-class RemoteScorer:
+class RemoteScorer(Identified):
     """Scores pairs on a remote serving engine (TEI ``/rerank`` or ``/v1/rerank``).
 
     One pooled ``httpx.Client`` per scorer (thread-safe); texts above the server's
@@ -149,7 +149,7 @@ class RemoteScorer:
         self.protocol = protocol
         self.url = self._http.url
         self.endpoint = self.url + (path or _DEFAULT_PATHS[protocol])
-        self._model = model
+        self._model_id = model
         self._revision = revision
         self.timeout_s = float(timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
@@ -166,14 +166,6 @@ class RemoteScorer:
 
     # -- protocol -----------------------------------------------------------------
     @property
-    def model_id(self) -> str:
-        return self._model
-
-    @property
-    def revision(self) -> str:
-        return self._revision
-
-    @property
     def activation(self) -> str:
         if self.protocol == "tei" and self.raw_scores:
             return "sigmoid"
@@ -183,16 +175,17 @@ class RemoteScorer:
     def cache_namespace(self) -> str:
         settings = (f"raw={int(self.raw_scores)}|truncate={int(self.truncate)}"
                     if self.protocol == "tei" else "relevance")
-        return f"remote|{self.protocol}|{self._model}|{self._revision}|{self.endpoint}|{settings}"
+        return (f"remote|{self.protocol}|{self._model_id}|{self._revision}|{self.endpoint}|"
+                f"{settings}")
 
     def describe(self) -> dict[str, str]:
-        return {"model": self._model, "revision": self._revision, "device": "remote",
+        return {"model": self._model_id, "revision": self._revision, "device": "remote",
                 "dtype": "remote", "kind": f"remote-{self.protocol}",
                 "endpoint": self.endpoint}
 
     def __repr__(self) -> str:
         return (f"RemoteScorer(protocol={self.protocol!r}, endpoint={self.endpoint!r}, "
-                f"model={self._model!r})")
+                f"model={self._model_id!r})")
 
     def score_many(self, requests: Sequence[ScoreRequest], *,
                    deadline_s: float | None = None) -> list[ScoreOutput]:
@@ -281,7 +274,7 @@ class RemoteScorer:
         if self.protocol == "tei":
             return {"query": query, "texts": texts, "truncate": self.truncate,
                     "raw_scores": self.raw_scores, "return_text": False}
-        return {"model": self._model, "query": query, "documents": texts,
+        return {"model": self._model_id, "query": query, "documents": texts,
                 "top_n": len(texts), "return_documents": False}
 
     # -- one HTTP exchange (the shared HttpExchange does the calling) -------------
