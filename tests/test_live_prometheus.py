@@ -44,6 +44,7 @@ from conftest import ROOT, RedisServer, free_port, require_binary
 from redis_server import stop_process
 from rerank_ops.mixin import ALERT_RULES, RECORDING_RULES, dashboards, load_config, rules
 from runbook_blocks import runbook_promql
+from test_llm_scorer import ChatServer, require_smollm2
 
 RATE_INTERVAL = "20s"
 STARTUP_S = 180  # model import and load on a busy 2-core machine takes up to a minute
@@ -122,7 +123,7 @@ class Prometheus:
 class ExampleApp:
     """``ops/deploy/example_app.py`` as a subprocess, with its fault switch."""
 
-    def __init__(self, workdir: Path, redis_url: str) -> None:
+    def __init__(self, workdir: Path, redis_url: str, llm_url: str) -> None:
         self.workdir = workdir
         self.faults_file = workdir / "faults.json"
         self.faults_file.write_text("[]")
@@ -137,7 +138,8 @@ class ExampleApp:
              "--port-file", str(ports_file), "--faults-file", str(self.faults_file),
              "--redis-url", redis_url, "--event-log-dir", str(workdir / "events"),
              "--rps", "3", "--timeout-s", "15", "--breaker-reset-s", "3",
-             "--canary-split", "0.3", "--admin-port", "0"],
+             "--canary-split", "0.3", "--admin-port", "0", "--semantic-cache",
+             "--context-tokens", "400", "--llm-url", llm_url, "--llm-every-s", "3"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
         def started() -> bool:
@@ -214,11 +216,15 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
+    require_smollm2()
     workdir = tmp_path_factory.mktemp("live-prometheus")
     redis = RedisServer(workdir)
-    app = prometheus = None
+    app = prometheus = llm = None
     try:
-        app = ExampleApp(workdir, redis.url)
+        # the premium path's LLM: SmolLM2-135M, a real small model (make test-slow
+        # installs it); the LLM panels need its token and answer counts
+        llm = ChatServer("smollm2", ready_timeout_s=240)
+        app = ExampleApp(workdir, redis.url, llm.base_url)
         publish_drift_run(app.textfile_dir)
         prometheus = Prometheus(
             workdir, {"rerank": app.ports["metrics"], "rerank_drift": app.ports["drift"]},
@@ -231,6 +237,8 @@ def stack(tmp_path_factory):
             if redis.proc.poll() is None:
                 os.kill(redis.proc.pid, signal.SIGCONT)
             app.stop()
+        if llm is not None:
+            llm.stop()
         redis.stop()
 
 

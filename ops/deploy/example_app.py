@@ -37,6 +37,13 @@ and writes the outcome to ``--swap-status-file``. Both call
 ``swap_scorer(new, warmup=...)``: no request fails during the switch.
 ``rerank-ops swap`` drives either.
 
+The rest of a production stage: ``--semantic-cache`` puts the semantic query cache in
+front of the pair cache (10% of requests rephrase a recent query, so it has hits),
+``--context-tokens N`` keeps results within an LLM context budget, and ``--llm-url``
+(an OpenAI-compatible chat endpoint) runs a low-volume premium path every
+``--llm-every-s`` seconds through a guarded :class:`LLMScorer`, so the semantic-cache,
+context-budget and LLM panels have data.
+
 ``--drift-port`` serves the ``*.prom`` files of ``--textfile-dir`` the way the
 node_exporter textfile collector would, so the series that ``rerank-ops drift``
 publishes can be scraped as their own job.
@@ -266,7 +273,9 @@ class App:
             self.event_log = EventLog(args.event_log_dir)
         common = dict(cache=cache, timeout_s=args.timeout_s, top_n=8, threshold=0.55,
                       min_keep=1, event_log=self.event_log, secret="example-app-secret",
-                      policies=[quarantine_policy()])
+                      policies=[quarantine_policy()], context_tokens=args.context_tokens)
+        if args.semantic_cache:
+            common.update(semantic_cache=True, semantic_threshold=args.semantic_threshold)
         self.models = {"control": args.model}
         self.arms: dict = {}
         variants = {}
@@ -282,6 +291,16 @@ class App:
             self._scorer("control", args.model), **common, **variants,
             breaker=CircuitBreaker("scorer", reset_timeout_s=args.breaker_reset_s))
         self.arms["control"] = self.reranker
+        self.premium = None
+        if args.llm_url:
+            from rerank_plugins.scoring.llm import LLMScorer
+
+            self.premium = Reranker(
+                LLMScorer(args.llm_url, model=args.llm_model, max_concurrency=1),
+                cache=None, timeout_s=args.llm_timeout_s, top_n=3, min_keep=1,
+                event_log=self.event_log, secret="example-app-secret",
+                context_tokens=args.context_tokens,
+                breaker=CircuitBreaker("llm", reset_timeout_s=args.breaker_reset_s))
 
     def _scorer(self, arm: str, folder: str | None):
         outage = "canary_outage" if arm == CANARY else "scorer_outage"
@@ -341,6 +360,8 @@ class App:
 
     def close(self) -> None:
         self.reranker.close()
+        if self.premium is not None:
+            self.premium.close()
         for name, arm in self.arms.items():
             if name != "control":
                 arm.close()
@@ -427,8 +448,12 @@ def run_load(reranker, corpus: Sequence[str], rps: float, stop: threading.Event,
     interval = 1.0 / rps
     next_at = time.monotonic()
     while not stop.is_set():
-        if recent and rng.random() < 0.3:
+        draw = rng.random()
+        if recent and draw < 0.3:
             query, docs = rng.choice(recent)
+        elif recent and draw < 0.4:  # a near-repeat: the semantic cache's case
+            query, docs = rng.choice(recent)
+            query = rephrase(query, rng)
         else:
             query = rng.choice(_QUERIES)
             docs = make_candidates(rng, corpus, rng.randint(3, 12))
@@ -444,6 +469,24 @@ def run_load(reranker, corpus: Sequence[str], rps: float, stop: threading.Event,
             logger.exception("rerank raised")
         next_at += interval
         stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def rephrase(query: str, rng: random.Random) -> str:
+    """A light rewording of ``query`` (what users retype), never the same string."""
+    forms = (lambda q: q + "?", lambda q: q.capitalize() + "?", lambda q: "so " + q,
+             lambda q: q.replace(" the ", " a ", 1) + " ?")
+    return rng.choice(forms)(query)
+
+
+def run_premium(premium, corpus: Sequence[str], every_s: float,
+                stop: threading.Event) -> None:
+    """The low-volume LLM path: one three-candidate request every ``every_s``."""
+    rng = random.Random(7)
+    while not stop.wait(every_s):
+        try:
+            premium.rerank(rng.choice(_QUERIES), make_candidates(rng, corpus, 3))
+        except Exception:  # noqa: BLE001 - keep the path going; the metrics show it
+            logger.exception("premium rerank raised")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -467,6 +510,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="intra-op threads; 1 keeps a shared small machine usable")
     parser.add_argument("--breaker-reset-s", type=float, default=5.0)
+    parser.add_argument("--semantic-cache", action="store_true",
+                        help="a semantic query cache in front of the pair cache")
+    parser.add_argument("--semantic-threshold", type=float, default=0.95)
+    parser.add_argument("--context-tokens", type=int, default=None,
+                        help="keep results within this LLM context budget (tokens)")
+    parser.add_argument("--llm-url", default=None,
+                        help="OpenAI-compatible base URL for the premium LLM path")
+    parser.add_argument("--llm-model", default="smollm2-135m")
+    parser.add_argument("--llm-every-s", type=float, default=5.0)
+    parser.add_argument("--llm-timeout-s", type=float, default=60.0)
     parser.add_argument("--duration", type=float, default=None, help="stop after seconds")
     parser.add_argument("--model", default=None,
                         help="control model folder (cross-encoder); default: the bundled "
@@ -523,6 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = [threading.Thread(target=run_load,
                                 args=(reranker, corpus, args.rps, stop, i, args.click_rate),
                                 name=f"load-{i}", daemon=True) for i in range(args.workers)]
+    if app.premium is not None:
+        workers.append(threading.Thread(target=run_premium, name="premium", daemon=True,
+                                        args=(app.premium, corpus, args.llm_every_s, stop)))
     for worker in workers:
         worker.start()
     if args.port_file is not None:
