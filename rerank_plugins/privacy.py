@@ -19,6 +19,8 @@ SECRET_ENV = "RERANK_PLUGINS_SECRET"
 
 def safe_text(text: str) -> str:
     """Replace lone surrogates (not encodable as UTF-8) with U+FFFD."""
+    if text.isascii():  # the common case, without encoding a copy
+        return text
     try:
         text.encode("utf-8")
         return text

@@ -36,7 +36,7 @@ from opentelemetry import trace
 
 from . import settings as settings_module
 from .cache.base import PairCache, pair_key
-from .cache.memory import MemoryCache
+from .cache.memory import BoundedLRU, MemoryCache
 from .context_budget import ContextBudget
 from .errors import (
     CacheError,
@@ -53,7 +53,7 @@ from .selection import Calibration, Selection, normalize, select
 from .settings import RerankerSettings, validate_top_n
 from .telemetry import contract as c
 from .telemetry import instruments
-from .telemetry.events import build_event, build_feedback_event
+from .telemetry.events import build_event, build_feedback_event, word_count
 from .telemetry.sinks import EventLog
 from .types import Candidate, FallbackReason, RerankResult, StageTimings, Status
 from .waiting import FutureWait, Plan, run_async, run_sync
@@ -97,6 +97,8 @@ class _Lookup:
     #: head indices whose score came through the semantic layer (an earlier query)
     semantic_filled: tuple[int, ...] = ()
     semantic_similarity: float | None = None
+    #: the keyed fingerprint of each head text (empty without a pair cache)
+    fingerprints: tuple[str, ...] = ()
 
     @property
     def hits(self) -> int:
@@ -320,6 +322,8 @@ class Reranker:
         self.include_text = s.include_text or bool(self.event_log and
                                                    self.event_log.include_text)
         self._fp = Fingerprinter(s.secret)
+        # fingerprint -> word count of texts seen (ints only, never text)
+        self._lengths = BoundedLRU(max_entries=100_000, max_bytes=32 << 20, ttl_s=None)
         self._rollout = _Rollout(self)
         self._recent: collections.OrderedDict[str, str] = collections.OrderedDict()
         instruments.get()
@@ -542,7 +546,7 @@ class Reranker:
         if self.semantic is not None and hits < len(keys):
             similarity = self._semantic_fill(request, namespace, doc_fps, cached, filled)
         return _Lookup(keys, cached, time.perf_counter() - started, tuple(filled),
-                       similarity if filled else None)
+                       similarity if filled else None, tuple(doc_fps))
 
     def _get_many(self, keys: list[str]) -> dict[str, float]:
         try:
@@ -625,7 +629,7 @@ class Reranker:
             semantic_hits=len(lookup.semantic_filled),
             semantic_similarity=lookup.semantic_similarity,
             context_tokens=selection.tokens_kept, context_cut=selection.budget_cut)
-        self._record(request, result, model_scores or [], selection, slot)
+        self._record(request, lookup, result, model_scores or [], selection, slot)
         return result
 
     def _raw_scores(self, request: _Request, lookup: _Lookup, scored: _Scored
@@ -670,8 +674,8 @@ class Reranker:
             instruments.cache_error(getattr(self.cache, "backend", "custom"), "set",
                                     type(exc).__name__)
 
-    def _record(self, request: _Request, result: RerankResult, model_scores: list[float],
-                selection: Selection, slot: _Slot) -> None:
+    def _record(self, request: _Request, lookup: _Lookup, result: RerankResult,
+                model_scores: list[float], selection: Selection, slot: _Slot) -> None:
         try:
             _metrics(request.primary.scorer.model_id, request, result, selection)
             self._span(request, result)
@@ -679,6 +683,7 @@ class Reranker:
                     self.event_log.should_sample():
                 self.event_log.emit(build_event(
                     query=request.query, query_fp=request.query_fp, texts=request.texts,
+                    lengths=self._word_counts(request.texts, lookup.fingerprints),
                     retrieval_scores=[x.retrieval_score for x in request.candidates],
                     model_scores=model_scores, result=result,
                     model_revision=slot.scorer.revision,
@@ -686,6 +691,20 @@ class Reranker:
                     include_text=self.include_text, served=request.served))
         except Exception as exc:  # noqa: BLE001 - telemetry must never fail a request
             logger.warning("telemetry failed: %s", type(exc).__name__)
+
+    def _word_counts(self, texts: list[str], fingerprints: tuple[str, ...]) -> list[int]:
+        """Each text's word count for the event, memoised by the text's fingerprint
+        (a cache hit repeats its texts by definition; splitting them was the largest
+        cost of a served-from-cache request)."""
+        if len(fingerprints) != len(texts):
+            return [word_count(t) for t in texts]
+        known = self._lengths.get_many(fingerprints)
+        if len(known) == len(texts):
+            return [known[fp] for fp in fingerprints]
+        new = {fp: word_count(t) for fp, t in zip(fingerprints, texts, strict=True)
+               if fp not in known}
+        self._lengths.set_many(new)
+        return [known.get(fp, new.get(fp)) for fp in fingerprints]
 
     def _span(self, request: _Request, result: RerankResult) -> None:
         if not _tracer_enabled():

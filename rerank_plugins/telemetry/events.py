@@ -119,8 +119,15 @@ def _stats(values: list[float]) -> tuple[float | None, float | None, float | Non
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return None, None, None, None
-    std = statistics.pstdev(values) if len(values) > 1 else 0.0
-    return statistics.fmean(values), min(values), max(values), std
+    # float arithmetic (fsum keeps it exact enough): statistics.pstdev works in
+    # fractions and cost more than the rest of a cache-served request's event
+    # (huge values overflow the float sums; those take the exact path)
+    mean = math.fsum(values) / len(values)
+    std = math.sqrt(math.fsum((v - mean) * (v - mean) for v in values) / len(values)) \
+        if len(values) > 1 else 0.0
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        mean, std = statistics.fmean(values), statistics.pstdev(values)
+    return mean, min(values), max(values), std
 
 
 def build_event(
@@ -135,11 +142,14 @@ def build_event(
     kept_after_threshold: int,
     include_text: bool = False,
     served: bool = True,
+    lengths: list[int] | None = None,
 ) -> dict:
-    """Assemble one schema-v1 event from a finished request."""
+    """Assemble one schema-v1 event from a finished request (``lengths``: each
+    text's :func:`word_count` when the caller already has them)."""
     now = time.time()
     timings = result.timings
-    lengths = [word_count(t) for t in texts]
+    if lengths is None:
+        lengths = [word_count(t) for t in texts]
     r_mean, r_min, r_max, r_std = _stats(retrieval_scores)
     ordered = sorted((s for s in model_scores if s is not None), reverse=True)
     s_mean, _, _, s_std = _stats(ordered)
