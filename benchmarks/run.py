@@ -434,11 +434,19 @@ def summary(report: dict) -> list[str]:
     flops = report["flops"]
     peak_target = targets["fraction_of_bf16_peak"]
     share = flops["fraction_of_bf16_peak"]
-    out.append(f"model FLOP/s: {flops['achieved_gflops']:.1f} GFLOP/s achieved, "
-               f"{share:.0%} of measured bf16 matmul peak "
-               f"{flops['peak_gflops']['bfloat16']:.1f} GFLOP/s "
-               f"(fp32 peak {flops['peak_gflops']['float32']:.1f}; target >= {peak_target}: "
-               f"{_verdict(None if peak_target is None else share >= peak_target)})")
+    if flops["compute_dtype"] == "bfloat16":
+        out.append(f"model FLOP/s: {flops['achieved_gflops']:.1f} GFLOP/s achieved, "
+                   f"{share:.0%} of measured bf16 matmul peak "
+                   f"{flops['peak_gflops']['bfloat16']:.1f} GFLOP/s "
+                   f"(fp32 peak {flops['peak_gflops']['float32']:.1f}; target >= "
+                   f"{peak_target}: "
+                   f"{_verdict(None if peak_target is None else share >= peak_target)})")
+    else:  # no native bf16 here: the model runs fp32, its own peak is the yardstick
+        out.append(f"model FLOP/s: {flops['achieved_gflops']:.1f} GFLOP/s achieved in fp32, "
+                   f"{flops['fraction_of_own_dtype_peak']:.0%} of the measured fp32 matmul "
+                   f"peak {flops['peak_gflops']['float32']:.1f} GFLOP/s (emulated bf16 "
+                   f"peak {flops['peak_gflops']['bfloat16']:.1f}; the bf16-peak target "
+                   f"applies to AMX machines only: n/a)")
     out.append(f"cache byte cap: {report['memory']['cache_byte_cap']}")
     if "soak" in report["memory"]:
         soak_row = report["memory"]["soak"]

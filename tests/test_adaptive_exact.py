@@ -85,8 +85,10 @@ def test_fp32_scorer_measures_no_error_and_never_re_scores(ce_scorer):
 def bf16_scorers(ce_folder):
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    adaptive = CrossEncoderScorer(ce_folder, dtype="bfloat16", exact_head=3)
-    fast = CrossEncoderScorer(ce_folder, dtype="bfloat16", exact_top=0)
+    # torch computes bf16 on every CPU (emulated without AMX/AVX512-BF16, where
+    # OpenVINO would run fp32 and leave no error to measure)
+    adaptive = CrossEncoderScorer(ce_folder, dtype="bfloat16", exact_head=3, backend="torch")
+    fast = CrossEncoderScorer(ce_folder, dtype="bfloat16", exact_top=0, backend="torch")
     return adaptive, fast
 
 
@@ -122,7 +124,7 @@ def test_adaptive_re_scores_exactly_the_near_boundary_candidates(bf16_scorers, c
 def test_an_explicit_exact_top_overrides_the_adaptive_choice(ce_folder):
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    fixed = CrossEncoderScorer(ce_folder, dtype="bfloat16", exact_top=2)
+    fixed = CrossEncoderScorer(ce_folder, dtype="bfloat16", exact_top=2, backend="torch")
     [out] = fixed.score_many([ScoreRequest(QUERY, TEXTS)])
     assert out.extra["exact"] == 2 and fixed.describe()["exact"] == "top2"
     with pytest.raises(ConfigurationError, match="exact_top"):

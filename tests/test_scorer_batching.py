@@ -126,7 +126,7 @@ def test_int8_is_cpu_only_and_unknown_modes_are_refused(ce_folder, monkeypatch):
 def test_cache_namespace_separates_precisions(ce_folder, ce_scorer):
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    bf16 = CrossEncoderScorer(ce_folder, dtype="bfloat16")
+    bf16 = CrossEncoderScorer(ce_folder, dtype="bfloat16", backend="torch")
     assert bf16.cache_namespace != ce_scorer.cache_namespace
     assert bf16.describe()["dtype"] == "bfloat16"
 

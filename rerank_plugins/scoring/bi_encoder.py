@@ -31,6 +31,7 @@ from .openvino_backend import (
     CompiledEncoder,
     choose_backend,
     compile_or_fallback,
+    settle_dtype,
 )
 from .tokens import CHARS_PER_TOKEN_CAP, pad_rows, token_budget_batches
 
@@ -117,6 +118,7 @@ class BiEncoderScorer(Identified):
             self._model = model
         else:
             self._model = None  # the compiled graph holds its own weights
+            self.dtype = settle_dtype(self._compiled, self.dtype, self._model_id)
 
     def _compile(self, model, requested: str, cache_dir) -> CompiledEncoder | None:
         """Compile the transformer for OpenVINO; ``None`` when ``auto`` falls back."""

@@ -30,6 +30,7 @@ from .openvino_backend import (
     CompiledEncoder,
     choose_backend,
     compile_or_fallback,
+    settle_dtype,
 )
 from .precision import DEFAULT_BAND_SCALE, DEFAULT_EXACT_HEAD, calibrate_error, near_boundary
 from .tokens import EncodedPair, PairEncoder, pad_rows, token_budget_batches
@@ -160,11 +161,6 @@ class CrossEncoderScorer(Identified):
             self.tokenizer, "model_input_names", ["token_type_ids"])
         self._pad_id = self.tokenizer.pad_token_id or 0
         reduced = self.dtype != "float32" or bool(quantize)
-        # fixed head (an explicit exact_top) or adaptive band; nothing to do at fp32
-        self.exact_top = int(exact_top) if (exact_top is not None and reduced) else 0
-        self.exact_adaptive = exact_top is None and reduced
-        self.exact_head = int(exact_head)
-        self.exact_band_scale = float(exact_band_scale)
         self._compiled: CompiledEncoder | None = None
         self._exact_model = None
         if self.backend == "openvino":
@@ -173,6 +169,13 @@ class CrossEncoderScorer(Identified):
             self._prepare_torch(quantize, reduced)
         else:  # the compiled graph holds its own weights; free the torch copy
             self._st_model = self._hf = None
+            self.dtype = settle_dtype(self._compiled, self.dtype, self._model_id)
+            reduced = self.dtype != "float32"
+        # fixed head (an explicit exact_top) or adaptive band; nothing to do at fp32
+        self.exact_top = int(exact_top) if (exact_top is not None and reduced) else 0
+        self.exact_adaptive = exact_top is None and reduced
+        self.exact_head = int(exact_head)
+        self.exact_band_scale = float(exact_band_scale)
         model_max = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
         self.max_length = int(max_length or min(model_max, 512))
         self.max_batch_tokens = int(max_batch_tokens)

@@ -122,6 +122,31 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-60:] or "model"
 
 
+def _effective_precision(compiled, dtype: str) -> str:
+    """The scorer dtype OpenVINO really computes in for a ``dtype`` request."""
+    try:
+        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+    except Exception:  # noqa: BLE001 - an older runtime without the property
+        return dtype
+    if "bf16" in hint or "bfloat16" in hint:
+        return "bfloat16"
+    if "f32" in hint or "float32" in hint:
+        return "float32"
+    return dtype
+
+
+def settle_dtype(compiled: CompiledEncoder, dtype: str, model_id: str) -> str:
+    """``dtype``, or the precision OpenVINO actually runs it at, with one warning
+    when the two differ (so ``describe()``, the cache namespace and the exact re-scoring
+    tell the truth: a bf16 request on an AVX2-only CPU is computed in fp32)."""
+    actual = compiled.effective.get(dtype, dtype)
+    if actual != dtype:
+        logger.warning("%s: dtype=%r asked for, but this CPU has no native %s; OpenVINO "
+                       "computes in %s, and the scorer reports and caches it as such",
+                       model_id, dtype, dtype, actual)
+    return actual
+
+
 class CompiledEncoder:
     """One converted encoder, compiled at one or more precisions.
 
@@ -163,6 +188,9 @@ class CompiledEncoder:
         core.set_property({"CACHE_DIR": str(self.folder / "compiled")})
         self._compiled = {}
         self._pools: dict[str, queue.SimpleQueue] = {}
+        #: the precision each requested dtype really runs at: a CPU without native
+        #: bf16 (no AMX, no AVX512-BF16) runs a bf16 hint in fp32
+        self.effective: dict[str, str] = {}
         for dtype in dict.fromkeys(precisions):
             config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[dtype],
                       "PERFORMANCE_HINT": "LATENCY"}
@@ -176,6 +204,9 @@ class CompiledEncoder:
                     f"{type(exc).__name__}: {exc}") from exc
             self._compiled[dtype] = compiled
             self._pools[dtype] = queue.SimpleQueue()
+            self.effective[dtype] = actual = _effective_precision(compiled, dtype)
+            if actual not in self._compiled:  # run(actual) finds the same model
+                self._compiled[actual], self._pools[actual] = compiled, self._pools[dtype]
         names = [o.get_any_name() for o in next(iter(self._compiled.values())).outputs]
         self.output_index = names.index(output) if output in names else 0
         _LIVE.add(self)
