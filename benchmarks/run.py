@@ -272,7 +272,7 @@ def time_cache_hits(reranker, request: BenchRequest, calls: int) -> dict:
     candidates = [{"id": d, "text": t} for d, t in zip(request.doc_ids, request.texts,
                                                        strict=True)]
     first = reranker.rerank(request.query, candidates)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # each miss re-scores: seconds under load
     while reranker.rerank(request.query, candidates).status.value != "cache":
         if time.monotonic() > deadline:  # Redis writes are asynchronous
             return {"error": f"cache never served all pairs (first status {first.status})"}
