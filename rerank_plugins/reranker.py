@@ -699,12 +699,12 @@ class Reranker:
         if len(fingerprints) != len(texts):
             return [word_count(t) for t in texts]
         known = self._lengths.get_many(fingerprints)
-        if len(known) == len(texts):
-            return [known[fp] for fp in fingerprints]
         new = {fp: word_count(t) for fp, t in zip(fingerprints, texts, strict=True)
                if fp not in known}
-        self._lengths.set_many(new)
-        return [known.get(fp, new.get(fp)) for fp in fingerprints]
+        if new:
+            self._lengths.set_many(new)
+            known.update(new)
+        return [known[fp] for fp in fingerprints]
 
     def _span(self, request: _Request, result: RerankResult) -> None:
         if not _tracer_enabled():

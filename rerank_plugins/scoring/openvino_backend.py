@@ -192,6 +192,8 @@ class CompiledEncoder:
         #: bf16 (no AMX, no AVX512-BF16) runs a bf16 hint in fp32
         self.effective: dict[str, str] = {}
         for dtype in dict.fromkeys(precisions):
+            if dtype in self._compiled:  # an earlier request already runs at this one
+                continue
             config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[dtype],
                       "PERFORMANCE_HINT": "LATENCY"}
             if threads:
