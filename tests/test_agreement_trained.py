@@ -1,8 +1,9 @@
 """Agreement judged on a trained head: our default path (auto backend and dtype,
 adaptive fp32 re-scoring) against the torch fp32 reference, on the MiniLM-L6
-cross-encoder fine-tuned by ``rerank-ops finetune`` on 10 cranfield queries
-(``heads.TEST_HEAD``, built once by ``benchmarks/heads.py`` into
-``~/.cache/rerank-plugins/bench-heads``, about 5 minutes the first time, hence slow;
+cross-encoder fine-tuned by ``rerank-ops finetune`` on 10 cranfield queries with hard
+judged labels (``heads.TEST_HEAD``, built once by ``benchmarks/heads.py`` into
+``~/.cache/rerank-plugins/bench-heads``, about a minute the first time; slow because
+scoring 40 requests twice in fp32 and bf16 takes minutes;
 the harness uses the 40-query head). The random-head worst case stays in ``test_agreement.py``.
 """
 
