@@ -9,6 +9,19 @@
 #
 # Afterwards every required command is checked; a part still missing is an error that
 # names the package, so a broken install step stops CI here, not as skipped tests.
+has() {  # an executable regular file on PATH; nginx installs to /usr/sbin, which a
+         # non-root PATH may lack. `command -v` alone also names a file it cannot run
+         # (no execute bit, or /dev/null bind-mounted over a binary).
+  local found
+  found="$(command -v "$1" 2>/dev/null)" && [ -f "$found" ] && [ -x "$found" ] && return 0
+  [ -f "/usr/sbin/$1" ] && [ -x "/usr/sbin/$1" ]
+}
+
+# sourced (the tests call `has`): define the functions, install nothing
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
+  return 0
+fi
+
 set -euo pipefail
 stage="${1:-test}"
 declare -A package_of
@@ -27,9 +40,6 @@ case "$stage" in
     ;;
 esac
 
-has() {  # nginx installs to /usr/sbin, which a non-root PATH may lack
-  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]
-}
 venv_ok() {  # python3 -m venv needs ensurepip, which Debian ships in python3-venv
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1
 }
