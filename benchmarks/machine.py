@@ -20,7 +20,7 @@ INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni"
                      "amx_tile", "amx_bf16", "amx_int8")
 PACKAGES = ("torch", "transformers", "sentence-transformers", "tokenizers",
             "llama-index-core", "langchain-core", "langchain-classic", "langchain-community",
-            "redis", "numpy", "openvino", "onnxruntime")
+            "redis", "numpy", "openvino", "onnxruntime", "ctranslate2")
 
 #: Targets of issue #17 per hardware class: p50 ratio to each peer (at most),
 #: throughput ratio with 8 callers (at least), model FLOP/s share of the bf16 peak.
