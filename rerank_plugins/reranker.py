@@ -138,6 +138,8 @@ class _Slot:
 
     def close(self) -> None:
         self.engine.close()
+        # a retired slot's breaker must not report beside its successor's (same name)
+        instruments.unregister_breaker(self.breaker)
         closer = getattr(self.scorer, "close", None) if self.owned else None
         if callable(closer):
             closer()
@@ -179,22 +181,25 @@ class _Rollout:
         self.mode = s.variant_mode
         self.split = sorted((s.split or {}).items())
         self.arms: dict[str, Reranker] = {
-            name: self._arm(owner, value) for name, value in (s.variants or {}).items()}
+            name: self._arm(owner, name, value) for name, value in (s.variants or {}).items()}
         self._pool = None
         self._pending = 0
         self.skipped = 0
 
     @staticmethod
-    def _arm(owner: Reranker, value) -> Reranker:
+    def _arm(owner: Reranker, name: str, value) -> Reranker:
         if isinstance(value, Reranker):
             return value  # the caller's: not closed by us
         secondary = owner._secondary.scorer if owner._secondary else None
+        # the arm's own breaker, named after it: beside the control arm's it must not
+        # report under the same name (one series would hide the other's state)
+        settings = owner.settings.breaker if isinstance(owner.settings.breaker, Mapping) else {}
+        breaker = {**settings, "name": f"{owner._primary.breaker.name}:{name}"}
         arm = Reranker(owner._load(value), settings=owner.settings.replace(
             model=None, variants=None, split=None, variant_mode="split",
             cache=owner.cache, event_log=owner.event_log, calibration=None,
             secondary_scorer=secondary,
-            breaker=owner.settings.breaker if isinstance(owner.settings.breaker, Mapping)
-            else None))
+            breaker=breaker))
         owner._owned.append(arm)
         return arm
 
@@ -438,8 +443,8 @@ class Reranker:
         """
         if not isinstance(scorer, Scorer):
             raise ConfigurationError(f"{type(scorer).__name__} does not implement Scorer")
-        breaker = self.settings.breaker if isinstance(self.settings.breaker, Mapping) else None
-        new = self._slot(scorer, _breaker(breaker))
+        # same name and settings as the arm's breaker (object or mapping), clean state
+        new = self._slot(scorer, self._primary.breaker.fresh())
         try:
             for query, texts in warmup:
                 future = new.engine.submit([ScoreRequest(safe_text(query),

@@ -108,6 +108,16 @@ class CircuitBreaker:
         #: the latest state changes (old, new), for doctor and tests; bounded
         self.transitions: collections.deque[tuple[str, str]] = collections.deque(maxlen=32)
 
+    def fresh(self) -> CircuitBreaker:
+        """A closed breaker with this one's name and settings (a swapped-in model
+        starts with a clean record under the breaker its arm was configured with)."""
+        return CircuitBreaker(
+            self.name, failure_threshold=self.failure_threshold,
+            failure_rate=self.failure_rate, window=self._outcomes.maxlen,
+            min_calls=self.min_calls, reset_timeout_s=self.reset_timeout_s,
+            half_open_max_calls=self.half_open_max_calls,
+            probe_timeout_s=self.probe_timeout_s, clock=self._clock)
+
     def _set(self, new: str) -> None:
         old, self._state = self._state, new
         if old != new:

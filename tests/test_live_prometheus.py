@@ -293,7 +293,15 @@ def test_dashboards_and_rules_have_data_and_fallback_alert_fires_in_outage(stack
         firing = wait_for(lambda: prometheus.query(fast_burn), 120,
                           "the fast-burn fallback alert expression did not turn true")
         assert firing[0]["metric"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-        wait_for(lambda: prometheus.query(circuit_open), 60, "circuit-open did not fire")
+        try:
+            wait_for(lambda: prometheus.query(circuit_open), 60, "circuit-open did not fire")
+        except pytest.fail.Exception:
+            states = [(r["metric"], r["value"][1]) for r in prometheus.query(
+                'rerank_circuit_state{job="rerank"}')]
+            served = [(r["metric"], r["value"][1]) for r in prometheus.query(
+                'sum by (status, variant) (rerank_requests_total{job="rerank"})')]
+            pytest.fail(f"circuit-open did not fire within 60s; circuit states {states}; "
+                        f"requests {served}; app log: {app.tail()[-1500:]}")
         wait_for(lambda: prometheus.query(
             'ALERTS{alertname="RerankFallbackBudgetBurnFast",long_window="1h"}'), 30,
             "Prometheus did not put the fast-burn alert in pending/firing")

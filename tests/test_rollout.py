@@ -198,3 +198,62 @@ def test_drop_ins_carry_the_request_id_and_forward_feedback(tmp_path):
     assert event["request_id"] == request_id
     assert json.dumps(event)  # plain JSON
 
+
+
+def _reported_circuits() -> dict[str, list[float]]:
+    """What ``rerank_circuit_state`` reports right now: breaker name -> values."""
+    from rerank_plugins.telemetry import instruments
+
+    reported: dict[str, list[float]] = {}
+    for observation in instruments._observe_circuits(None):
+        reported.setdefault(observation.attributes["breaker"], []).append(observation.value)
+    return reported
+
+
+def test_a_swap_keeps_the_configured_breaker_name_and_settings_with_a_fresh_state():
+    """A hot swap used to give the new scorer a default ``CircuitBreaker("scorer")``
+    (30 s reset, 5 failures) whatever breaker the arm was built with: the canary's
+    breaker lost its name, and two breakers named "scorer" reported conflicting
+    states, so the live example's circuit-open alert never saw the control arm open.
+    Crc and a raising scorer stand in for models: the breaker bookkeeping is what is
+    tested, and the outage is a fault a real model cannot produce on demand."""
+    from rerank_plugins.resilience import CircuitBreaker
+
+    class Broken(CrcScorer):
+        model_id = "broken"
+
+        def score_many(self, requests):
+            raise RuntimeError("injected outage")
+
+    configured = CircuitBreaker("arm-swap-test", failure_threshold=2, reset_timeout_s=3)
+    reranker = Reranker(Broken(), cache=None, breaker=configured)
+    for _ in range(2):
+        assert reranker.rerank("q", ["a", "b"]).status is Status.FALLBACK
+    assert configured.state == "open"
+    reranker.swap_scorer(CrcScorer(), warmup=[("q", ["a"])])
+    after = reranker._primary.breaker
+    assert after is not configured  # the new model starts closed
+    assert (after.name, after.failure_threshold, after.reset_timeout_s) == (
+        "arm-swap-test", 2, 3)
+    assert after.state == "closed"
+    assert reranker.rerank("q", ["a", "b"]).status is Status.OK
+    # one series per breaker name: the retired slot's breaker no longer reports
+    assert _reported_circuits()["arm-swap-test"] == [0]
+    reranker.swap_scorer(Broken())
+    for _ in range(2):
+        assert reranker.rerank("q", ["a", "b"]).status is Status.FALLBACK
+    assert _reported_circuits()["arm-swap-test"] == [2]  # open, after 2 failures
+    reranker.close()
+
+
+def test_an_arm_built_from_a_scorer_reports_its_breaker_under_its_own_name():
+    """An arm given as a scorer (not a Reranker) used to get a breaker named like the
+    control arm's, so ``rerank_circuit_state`` carried two series with one label set."""
+    reranker = Reranker(CrcScorer(), cache=None, variants={"canary": CrcScorer()},
+                        split={"canary": 0.5})
+    arm = reranker._rollout.arms["canary"]
+    assert arm._primary.breaker.name == "scorer:canary"
+    assert arm._primary.breaker is not reranker._primary.breaker
+    reported = _reported_circuits()
+    assert reported["scorer:canary"] == [0]
+    reranker.close()

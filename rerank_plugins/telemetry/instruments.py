@@ -77,6 +77,11 @@ def register_breaker(breaker) -> None:
     _breakers.add(breaker)
 
 
+def unregister_breaker(breaker) -> None:
+    """Stop reporting ``breaker`` (its slot was closed)."""
+    _breakers.discard(breaker)
+
+
 def register_engine(model: str, engine) -> None:
     """Report ``engine``'s abandoned inference threads while it lives."""
     _engines[:] = [(m, ref) for m, ref in _engines if ref() is not None]
