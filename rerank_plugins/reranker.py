@@ -193,8 +193,7 @@ class _Rollout:
         secondary = owner._secondary.scorer if owner._secondary else None
         # the arm's own breaker, named after it: beside the control arm's it must not
         # report under the same name (one series would hide the other's state)
-        settings = owner.settings.breaker if isinstance(owner.settings.breaker, Mapping) else {}
-        breaker = {**settings, "name": f"{owner._primary.breaker.name}:{name}"}
+        breaker = owner._primary.breaker.fresh(f"{owner._primary.breaker.name}:{name}")
         arm = Reranker(owner._load(value), settings=owner.settings.replace(
             model=None, variants=None, split=None, variant_mode="split",
             cache=owner.cache, event_log=owner.event_log, calibration=None,

@@ -108,11 +108,12 @@ class CircuitBreaker:
         #: the latest state changes (old, new), for doctor and tests; bounded
         self.transitions: collections.deque[tuple[str, str]] = collections.deque(maxlen=32)
 
-    def fresh(self) -> CircuitBreaker:
-        """A closed breaker with this one's name and settings (a swapped-in model
-        starts with a clean record under the breaker its arm was configured with)."""
+    def fresh(self, name: str | None = None) -> CircuitBreaker:
+        """A closed breaker with this one's settings, under ``name`` (default: this
+        one's): a swapped-in model starts with a clean record under its arm's breaker,
+        and a rollout arm gets its own breaker configured like the control arm's."""
         return CircuitBreaker(
-            self.name, failure_threshold=self.failure_threshold,
+            name or self.name, failure_threshold=self.failure_threshold,
             failure_rate=self.failure_rate, window=self._outcomes.maxlen,
             min_calls=self.min_calls, reset_timeout_s=self.reset_timeout_s,
             half_open_max_calls=self.half_open_max_calls,

@@ -12,9 +12,11 @@
 has() {  # an executable regular file on PATH; nginx installs to /usr/sbin, which a
          # non-root PATH may lack. `command -v` alone also names a file it cannot run
          # (no execute bit, or /dev/null bind-mounted over a binary).
-  local found
-  found="$(command -v "$1" 2>/dev/null)" && [ -f "$found" ] && [ -x "$found" ] && return 0
-  [ -f "/usr/sbin/$1" ] && [ -x "/usr/sbin/$1" ]
+  local path
+  for path in "$(command -v "$1" 2>/dev/null)" "/usr/sbin/$1"; do
+    [ -f "$path" ] && [ -x "$path" ] && return 0
+  done
+  return 1
 }
 
 # sourced (the tests call `has`): define the functions, install nothing
