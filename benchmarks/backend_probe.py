@@ -39,6 +39,8 @@ import machine  # noqa: E402  (sets the offline environment first)
 import numpy as np  # noqa: E402
 from workload import DEFAULT_DATA, mixed_requests  # noqa: E402
 
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
 
 def spearman(a, b) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
@@ -59,7 +61,7 @@ def batches_of(tokenizer, request, batch: int, max_length: int) -> list[dict]:
         chosen = order[start:start + batch]
         width = max(len(encoded[i]["input_ids"]) for i in chosen)
         arrays = {name: np.zeros((len(chosen), width), dtype=np.int64)
-                  for name in ("input_ids", "attention_mask", "token_type_ids")}
+                  for name in INPUTS}
         for row, i in enumerate(chosen):
             for name in arrays:
                 values = encoded[i][name]
@@ -83,40 +85,36 @@ class TorchRuntime(Runtime):
     def __call__(self, batch):
         import torch
 
-        inputs = {k: torch.from_numpy(batch[k]) for k in
-                  ("input_ids", "attention_mask", "token_type_ids")}
+        inputs = {k: torch.from_numpy(batch[k]) for k in INPUTS}
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
                                                     enabled=self.bf16):
             return self.model(**inputs).logits.float().numpy()[:, 0]
 
 
 class OpenVINORuntime(Runtime):
+    """The backend that ships (``CompiledEncoder``: dynamic shapes, LATENCY hint, bf16
+    inference precision), without the scorer's adaptive fp32 re-scoring."""
+
     name = "openvino-bf16"
 
-    def __init__(self, model, example):
-        import openvino as ov
-        import torch
+    def __init__(self, model, workdir: Path):
+        from rerank_plugins.scoring.openvino_backend import CompiledEncoder
 
-        inputs = {k: torch.from_numpy(example[k]) for k in
-                  ("input_ids", "attention_mask", "token_type_ids")}
-        converted = ov.convert_model(model, example_input=inputs)
-        self.compiled = ov.Core().compile_model(converted, "CPU",
-                                                {"INFERENCE_PRECISION_HINT": "bf16"})
+        self.encoder = CompiledEncoder(model, kind="cross-encoder", model_id="probe",
+                                       input_names=INPUTS, precisions=["bfloat16"],
+                                       output="logits", cache_dir=workdir)
 
     def __call__(self, batch):
-        names = [p.get_any_name() for p in self.compiled.inputs]
-        result = self.compiled({n: batch[n] for n in names})
-        return np.asarray(result[self.compiled.outputs[0]], dtype=np.float32)[:, 0]
+        return self.encoder.run({n: batch[n] for n in INPUTS}, "bfloat16")[:, 0]
 
 
 def export_onnx(model, example, path: Path) -> None:
     import torch
 
-    inputs = tuple(torch.from_numpy(example[k]) for k in
-                   ("input_ids", "attention_mask", "token_type_ids"))
+    inputs = tuple(torch.from_numpy(example[k]) for k in INPUTS)
     axes = {0: "batch", 1: "sequence"}
     torch.onnx.export(model, inputs, str(path), dynamo=False,
-                      input_names=["input_ids", "attention_mask", "token_type_ids"],
+                      input_names=list(INPUTS),
                       output_names=["logits"],
                       dynamic_axes={"input_ids": axes, "attention_mask": axes,
                                     "token_type_ids": axes, "logits": {0: "batch"}})
@@ -213,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     builders = {
         "torch-fp32": lambda: TorchRuntime(model, bf16=False),
         "torch-bf16": lambda: TorchRuntime(model, bf16=True),
-        "openvino-bf16": lambda: OpenVINORuntime(model, example),
+        "openvino-bf16": lambda: OpenVINORuntime(model, workdir),
         "onnxruntime-fp32": lambda: (export_onnx(model, example, workdir / "model.onnx"),
                                      OnnxRuntime(workdir / "model.onnx", False, threads))[1],
         "onnxruntime-int8": lambda: OnnxRuntime(workdir / "model.onnx", True, threads),

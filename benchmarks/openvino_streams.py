@@ -17,10 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402,F401  (offline environment first)
-from backend_probe import batches_of  # noqa: E402
+from backend_probe import INPUTS, batches_of  # noqa: E402
 from workload import DEFAULT_DATA, mixed_requests  # noqa: E402
-
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def run_all(compiled, batches: list[dict], callers: int) -> float:
