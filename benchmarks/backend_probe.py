@@ -5,12 +5,16 @@ harness's trained head by default): pairs of each request sorted by length and c
 into batches of ``--batch`` pairs, each padded to its own longest pair, the way our
 token-budget batching shapes them. Per runtime it prints the p50 time of a 50-candidate
 request (the model alone: tokenising is shared and excluded) and its agreement with the
-PyTorch fp32 reference (Spearman per request, identical ordered top-5).
+PyTorch fp32 reference (Spearman per request, identical ordered top-5, the largest
+absolute logit difference).
 
 Runtimes (each skipped with the reason when its package is missing or conversion fails):
 
 * ``torch-fp32``, ``torch-bf16`` (autocast): the peers' path.
-* ``openvino-bf16``: what ships (``openvino.convert_model`` + bf16 inference precision).
+* ``openvino-bf16``: what ships (``openvino.convert_model`` + bf16 inference precision);
+  ``openvino-f32``: the same compiled model at f32 precision (what the adaptive re-score
+  runs). No f16 row: on a CPU with AVX512-FP16 it ran slower than f32, and a f32 compile
+  after a f16 one in the same cache folder returned f16 results.
 * ``onnxruntime-fp32`` and ``onnxruntime-int8`` (dynamic int8 quantisation of the
   matmuls, the VNNI/AMX int8 kernels).
 * ``ctranslate2-int8`` / ``-bf16``: the BERT encoder converted by ctranslate2, with our
@@ -95,17 +99,20 @@ class OpenVINORuntime(Runtime):
     """The backend that ships (``CompiledEncoder``: dynamic shapes, LATENCY hint, bf16
     inference precision), without the scorer's adaptive fp32 re-scoring."""
 
-    name = "openvino-bf16"
-
-    def __init__(self, model, workdir: Path):
-        from rerank_plugins.scoring.openvino_backend import CompiledEncoder
+    def __init__(self, model, workdir: Path, dtype: str = "bfloat16"):
+        from rerank_plugins.scoring.openvino_backend import PRECISION_HINTS, CompiledEncoder
 
         self.encoder = CompiledEncoder(model, kind="cross-encoder", model_id="probe",
-                                       input_names=INPUTS, precisions=["bfloat16"],
+                                       input_names=INPUTS, precisions=[dtype],
                                        output="logits", cache_dir=workdir)
+        self.dtype = dtype
+        actual = self.encoder.effective.get(dtype, dtype)
+        if actual != dtype:  # e.g. f16 on a CPU without AVX512-FP16: not what was asked
+            raise RuntimeError(f"this CPU runs a {dtype} hint as {actual}")
+        self.name = f"openvino-{PRECISION_HINTS[dtype]}"
 
     def __call__(self, batch):
-        return self.encoder.run({n: batch[n] for n in INPUTS}, "bfloat16")[:, 0]
+        return self.encoder.run({n: batch[n] for n in INPUTS}, self.dtype)[:, 0]
 
 
 def export_onnx(model, example, path: Path) -> None:
@@ -212,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch-fp32": lambda: TorchRuntime(model, bf16=False),
         "torch-bf16": lambda: TorchRuntime(model, bf16=True),
         "openvino-bf16": lambda: OpenVINORuntime(model, workdir),
+        "openvino-f32": lambda: OpenVINORuntime(model, workdir, "float32"),
         "onnxruntime-fp32": lambda: (export_onnx(model, example, workdir / "model.onnx"),
                                      OnnxRuntime(workdir / "model.onnx", False, threads))[1],
         "onnxruntime-int8": lambda: OnnxRuntime(workdir / "model.onnx", True, threads),
@@ -247,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         rhos = [spearman(a, b) for a, b in zip(reference, outputs[runtime.name], strict=True)]
         same = [top5(a) == top5(b) for a, b in zip(reference, outputs[runtime.name],
                                                    strict=True)]
+        error = max(float(np.max(np.abs(a - b))) for a, b in
+                    zip(reference, outputs[runtime.name], strict=True))
         rows[runtime.name] = {"p50_ms": round(statistics.median(times[runtime.name]) * 1e3, 1),
+                              "max_abs_logit_error": float(f"{error:.3g}"),
                               "spearman_min": round(min(rhos), 4),
                               "top5_identical": round(sum(same) / len(same), 3)}
     base = rows["torch-fp32"]["p50_ms"]
@@ -263,10 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{hardware.get('cpu')} | class {hardware.get('hardware_class')} | flags {flags} | "
           f"threads {threads} | transformers {transformers_before} -> "
           f"{transformers.__version__}")
-    print(f"{'runtime':22} {'p50 ms':>8} {'vs fp32':>8} {'Spearman min':>13} {'top-5 same':>11}")
+    print(f"{'runtime':22} {'p50 ms':>8} {'vs fp32':>8} {'Spearman min':>13} {'top-5 same':>11}"
+          f" {'max |err|':>10}")
     for name, row in rows.items():
         print(f"{name:22} {row['p50_ms']:8.1f} {base / row['p50_ms']:7.2f}x "
-              f"{row['spearman_min']:13.4f} {row['top5_identical']:11.3f}")
+              f"{row['spearman_min']:13.4f} {row['top5_identical']:11.3f}"
+              f" {row['max_abs_logit_error']:10.2e}")
     for name, reason in skipped.items():
         print(f"{name:22} skipped: {reason}")
     if args.out:
