@@ -12,7 +12,13 @@ import pytest
 from rerank_plugins.errors import ConfigurationError
 from rerank_plugins.resilience import InferenceEngine
 from rerank_plugins.scoring.base import ScoreRequest
-from rerank_plugins.scoring.tokens import pad_rows, token_budget_batches
+from rerank_plugins.scoring.tokens import (
+    CPU_BATCH_BUDGET,
+    GPU_BATCH_BUDGET,
+    default_batch_budget,
+    pad_rows,
+    token_budget_batches,
+)
 
 QUERY = "how does a swept wing behave at transonic speed"
 TEXTS = [
@@ -54,6 +60,30 @@ def test_token_budget_batches_sort_longest_first_so_padding_stays_small():
     lengths = [10, 200, 12, 190, 11, 195]
     batches = token_budget_batches(lengths, 600, 8)
     assert [sorted(lengths[i] for i in b) for b in batches] == [[190, 195, 200], [10, 11, 12]]
+
+
+@pytest.mark.parametrize("device, expected", [
+    ("cpu", CPU_BATCH_BUDGET), ("cuda", GPU_BATCH_BUDGET), ("cuda:1", GPU_BATCH_BUDGET),
+    ("mps", GPU_BATCH_BUDGET)])
+def test_default_batch_budget_is_small_on_a_cpu_and_large_on_an_accelerator(device, expected):
+    assert default_batch_budget(device) == expected
+    tokens, pairs = CPU_BATCH_BUDGET
+    assert tokens < GPU_BATCH_BUDGET[0] and pairs < GPU_BATCH_BUDGET[1]
+    # a budget still admits one full-length (512-token) pair
+    assert tokens >= 512 and pairs >= 1
+
+
+def test_scorers_take_the_device_budget_unless_told_otherwise(ce_folder, ce_scorer,
+                                                              bi_scorer):
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    assert (ce_scorer.max_batch_tokens, ce_scorer.max_batch_size) == CPU_BATCH_BUDGET
+    assert (bi_scorer.max_batch_tokens, bi_scorer.batch_size) == CPU_BATCH_BUDGET
+    explicit = CrossEncoderScorer(ce_folder, dtype="float32", backend="torch",
+                                  max_batch_tokens=4096, max_batch_size=3)
+    assert (explicit.max_batch_tokens, explicit.max_batch_size) == (4096, 3)
+    with pytest.raises(ConfigurationError, match="max_batch_size"):
+        CrossEncoderScorer(ce_folder, dtype="float32", max_batch_size=0)
 
 
 def test_score_many_merges_requests_without_changing_scores(ce_scorer):

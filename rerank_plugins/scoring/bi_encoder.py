@@ -33,7 +33,7 @@ from .openvino_backend import (
     compile_or_fallback,
     settle_dtype,
 )
-from .tokens import CHARS_PER_TOKEN_CAP, pad_rows, token_budget_batches
+from .tokens import CHARS_PER_TOKEN_CAP, default_batch_budget, pad_rows, token_budget_batches
 
 logger = logging.getLogger("rerank_plugins.scoring")
 #: Pooling modes the OpenVINO path reproduces (anything else stays on torch).
@@ -51,10 +51,11 @@ class BiEncoderScorer(Identified):
             all-MiniLM-L6-v2 weights (offline). Defaults to ``None``.
         device: ``None`` picks cuda > mps > cpu.
         dtype: ``"auto"`` as for :class:`CrossEncoderScorer`.
-        batch_size: Texts per forward pass. Defaults to 64.
+        batch_size: Texts per forward pass. ``None`` (default): 8 on a CPU, 128 on
+            a GPU (:func:`~.tokens.default_batch_budget`).
         max_length: Tokens per text; ``None`` uses the model's own limit.
-        max_batch_tokens: Padded tokens per forward pass (OpenVINO path). Defaults
-            to 8192.
+        max_batch_tokens: Padded tokens per forward pass (OpenVINO path). ``None``
+            (default): 2048 on a CPU, 8192 elsewhere.
         backend: ``"auto"`` (default), ``"torch"`` or ``"openvino"``, as for
             :class:`CrossEncoderScorer`.
         compile_cache_dir: Where converted OpenVINO models are kept. Defaults to
@@ -77,9 +78,9 @@ class BiEncoderScorer(Identified):
         *,
         device: str | None = None,
         dtype: str | None = "auto",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         max_length: int | None = None,
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int | None = None,
         backend: str = "auto",
         compile_cache_dir: str | os.PathLike | None = None,
         embedding_store=None,
@@ -101,8 +102,8 @@ class BiEncoderScorer(Identified):
         if max_length:
             model.max_seq_length = int(max_length)
         self.max_length = int(model.max_seq_length or 256)
-        self.batch_size = int(batch_size)
-        self.max_batch_tokens = int(max_batch_tokens)
+        tokens_default, size_default = default_batch_budget(self.device)
+        self.max_batch_tokens = int(max_batch_tokens or tokens_default)
         self.tokenizer = model.tokenizer
         self._model_id = BUNDLED_MODEL_ID if model_name_or_path is None else (
             os.path.basename(os.path.normpath(path)) if local else path)
@@ -119,6 +120,7 @@ class BiEncoderScorer(Identified):
         else:
             self._model = None  # the compiled graph holds its own weights
             self.dtype = settle_dtype(self._compiled, self.dtype, self._model_id)
+        self.batch_size = int(batch_size or size_default)
 
     def _compile(self, model, requested: str, cache_dir) -> CompiledEncoder | None:
         """Compile the transformer for OpenVINO; ``None`` when ``auto`` falls back."""

@@ -33,7 +33,13 @@ from .openvino_backend import (
     settle_dtype,
 )
 from .precision import DEFAULT_BAND_SCALE, DEFAULT_EXACT_HEAD, calibrate_error, near_boundary
-from .tokens import EncodedPair, PairEncoder, pad_rows, token_budget_batches
+from .tokens import (
+    EncodedPair,
+    PairEncoder,
+    default_batch_budget,
+    pad_rows,
+    token_budget_batches,
+)
 
 logger = logging.getLogger("rerank_plugins.scoring")
 
@@ -51,8 +57,11 @@ class CrossEncoderScorer(Identified):
         dtype: ``"auto"`` picks bf16/fp16 on GPU, bf16 on CPUs with AMX or AVX512-BF16,
             else fp32. Defaults to ``"auto"``.
         max_length: Tokens per pair; defaults to the model's own limit (capped at 512).
-        max_batch_tokens: Padded tokens per forward pass. Defaults to 8192.
-        max_batch_size: Pairs per forward pass. Defaults to 128.
+        max_batch_tokens: Padded tokens per forward pass. ``None`` (default): 2048
+            on a CPU, 8192 on a GPU (:func:`~.tokens.default_batch_budget`; a CPU
+            is faster with passes that fit its caches).
+        max_batch_size: Pairs per forward pass. ``None`` (default): 8 on a CPU, 128
+            on a GPU.
         passage_mode: ``"first"`` scores the first window of long documents; ``"max"`` or
             ``"mean"`` slide a window over up to ``max_passages`` windows.
         max_passages: Windows per document in max/mean mode. Defaults to 4.
@@ -93,8 +102,8 @@ class CrossEncoderScorer(Identified):
         device: str | None = None,
         dtype: str | None = "auto",
         max_length: int | None = None,
-        max_batch_tokens: int = 8192,
-        max_batch_size: int = 128,
+        max_batch_tokens: int | None = None,
+        max_batch_size: int | None = None,
         passage_mode: str = "first",
         max_passages: int = 4,
         stride: int = 32,
@@ -110,7 +119,8 @@ class CrossEncoderScorer(Identified):
     ) -> None:
         if passage_mode not in PASSAGE_MODES:
             raise ConfigurationError(f"passage_mode must be one of {PASSAGE_MODES}")
-        if max_batch_tokens < 16 or max_batch_size < 1:
+        if (max_batch_tokens is not None and max_batch_tokens < 16) or (
+                max_batch_size is not None and max_batch_size < 1):
             raise ConfigurationError("max_batch_tokens must be >= 16 and max_batch_size >= 1")
         if quantize not in QUANTIZE_MODES:
             raise ConfigurationError(f"quantize must be one of {QUANTIZE_MODES}")
@@ -178,8 +188,9 @@ class CrossEncoderScorer(Identified):
         self.exact_band_scale = float(exact_band_scale)
         model_max = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
         self.max_length = int(max_length or min(model_max, 512))
-        self.max_batch_tokens = int(max_batch_tokens)
-        self.max_batch_size = int(max_batch_size)
+        tokens_default, size_default = default_batch_budget(self.device)
+        self.max_batch_tokens = int(max_batch_tokens or tokens_default)
+        self.max_batch_size = int(max_batch_size or size_default)
         self.passage_mode = passage_mode
         passages = 1 if passage_mode == "first" else max_passages
         self._encoder = PairEncoder(self.tokenizer, self.max_length, max_passages=passages,
