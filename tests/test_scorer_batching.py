@@ -38,6 +38,16 @@ def test_pad_rows_places_every_id_and_masks_the_padding():
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0], [1, 1, 0]]
 
 
+def test_pad_rows_rounds_the_width_up_but_never_past_the_limit():
+    rows = [[1] * 17, [2] * 3]
+    ids, mask = pad_rows(rows, multiple=16)
+    assert ids.shape == (2, 32) and mask.sum(axis=1).tolist() == [17, 3]
+    assert pad_rows(rows, multiple=16, limit=20)[0].shape == (2, 20)
+    assert pad_rows([[1] * 25], multiple=16, limit=20)[0].shape == (1, 25)  # never cut
+    assert pad_rows([[1] * 16], multiple=16)[0].shape == (1, 16)
+    assert pad_rows([], multiple=16)[0].shape == (0, 0)
+
+
 def test_pad_rows_uses_the_given_pad_id():
     ids, _ = pad_rows([[1], [2, 3]], pad_value=99)
     assert ids.tolist() == [[1, 99], [2, 3]]

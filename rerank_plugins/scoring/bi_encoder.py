@@ -33,7 +33,13 @@ from .openvino_backend import (
     compile_or_fallback,
     settle_dtype,
 )
-from .tokens import CHARS_PER_TOKEN_CAP, default_batch_budget, pad_rows, token_budget_batches
+from .tokens import (
+    CHARS_PER_TOKEN_CAP,
+    COMPILED_WIDTH_MULTIPLE,
+    default_batch_budget,
+    pad_rows,
+    token_budget_batches,
+)
 
 logger = logging.getLogger("rerank_plugins.scoring")
 #: Pooling modes the OpenVINO path reproduces (anything else stays on torch).
@@ -195,10 +201,12 @@ class BiEncoderScorer(Identified):
         out: np.ndarray | None = None
         for batch in token_budget_batches([len(r) for r in rows], self.max_batch_tokens,
                                           self.batch_size):
-            ids, mask = pad_rows([rows[i] for i in batch], self.tokenizer.pad_token_id or 0)
+            shape = {"multiple": COMPILED_WIDTH_MULTIPLE, "limit": self.max_length}
+            ids, mask = pad_rows([rows[i] for i in batch], self.tokenizer.pad_token_id or 0,
+                                 **shape)
             inputs = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in self._input_names:
-                inputs["token_type_ids"] = pad_rows([types[i] for i in batch], 0)[0] \
+                inputs["token_type_ids"] = pad_rows([types[i] for i in batch], 0, **shape)[0] \
                     if types is not None else np.zeros_like(ids)
             hidden = self._compiled.run(inputs, self.dtype)
             pooled = _pool(hidden, mask, self._pooling)

@@ -34,6 +34,7 @@ from .openvino_backend import (
 )
 from .precision import DEFAULT_BAND_SCALE, DEFAULT_EXACT_HEAD, calibrate_error, near_boundary
 from .tokens import (
+    COMPILED_WIDTH_MULTIPLE,
     EncodedPair,
     PairEncoder,
     default_batch_budget,
@@ -345,13 +346,16 @@ class CrossEncoderScorer(Identified):
         lengths = [len(p.input_ids) for p in pairs]
         raw: list[float] = [0.0] * len(pairs)
         batches = token_budget_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+        # the compiled backend reuses kernels per shape: round widths to a few values
+        shape = {"multiple": COMPILED_WIDTH_MULTIPLE, "limit": self.max_length} \
+            if self._compiled is not None else {}
         for batch in batches:
-            ids, mask = pad_rows([pairs[i].input_ids for i in batch], self._pad_id)
+            ids, mask = pad_rows([pairs[i].input_ids for i in batch], self._pad_id, **shape)
             inputs = {"input_ids": ids, "attention_mask": mask}
             if self._accepts_token_types:
                 if pairs[batch[0]].token_type_ids is not None:
                     inputs["token_type_ids"], _ = pad_rows(
-                        [pairs[i].token_type_ids for i in batch], 0)
+                        [pairs[i].token_type_ids for i in batch], 0, **shape)
                 elif self._compiled is not None:
                     inputs["token_type_ids"] = np.zeros_like(ids)
             logits = self._logits(inputs, exact)
