@@ -144,12 +144,22 @@ class _Slot:
         if callable(closer):
             closer()
 
-    def attempt(self, query: str, texts: list[str], deadline: Deadline
-                ) -> Plan[ScoreOutput]:
+    def exact_head(self, top_n: int | None) -> int | None:
+        """The ranks of the model's order a request keeps: its ``top_n`` when the
+        result is cut in model order (no fusion, no policies), else ``None``."""
+        selection = self.selection
+        if selection is None or selection.fusion != "none" or selection.policies:
+            return None
+        limit = top_n if top_n is not None else selection.top_n
+        return int(limit) if limit else None
+
+    def attempt(self, query: str, texts: list[str], deadline: Deadline,
+                top_n: int | None = None) -> Plan[ScoreOutput]:
         """One call under the breaker and the deadline; raises ``ScorerError``."""
         permit = self.breaker.acquire()  # CircuitOpenError -> next in the chain
         try:
-            future = self.engine.submit([ScoreRequest(query, texts, deadline.expires_at)])
+            future = self.engine.submit([ScoreRequest(query, texts, deadline.expires_at,
+                                                      self.exact_head(top_n))])
         except Overloaded:
             self.breaker.release(permit)
             raise
@@ -599,7 +609,8 @@ class Reranker:
             indices = [i for i, r in enumerate(lookup.cached) if all_texts or r is None]
             unique = list(dict.fromkeys(request.texts[i] for i in indices))
             try:
-                output = yield from slot.attempt(request.query, unique, request.deadline)
+                output = yield from slot.attempt(request.query, unique, request.deadline,
+                                                 request.top_n)
                 scores = _spread(indices, unique, request.texts, output)
             except ScorerError as exc:
                 reason = reason or FallbackReason(exc.reason)

@@ -86,7 +86,8 @@ class RerankerSettings:
         "top exact_head the reduced-precision error (measured at load) could change; an "
         "int re-scores that many of the best instead (0: never).", "model")
     exact_head: int = _setting(
-        10, "Cross-encoder: ranks whose order is kept exact (fp32).", "model")
+        10, "Cross-encoder: ranks whose order is kept exact (fp32); a request cut in "
+        "model order keeps min(top_n, exact_head).", "model")
     exact_band_scale: float = _setting(
         2.0, "Cross-encoder: safety factor on the measured bf16-vs-fp32 error.", "model")
     embedding_store: Any = _setting(

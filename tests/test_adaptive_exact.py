@@ -131,3 +131,58 @@ def test_an_explicit_exact_top_overrides_the_adaptive_choice(ce_folder):
         CrossEncoderScorer(ce_folder, exact_top=-1)
     with pytest.raises(ConfigurationError, match="exact_head"):
         CrossEncoderScorer(ce_folder, exact_head=0)
+
+
+def test_a_request_head_narrows_the_exact_ranks_but_never_widens_them(bf16_scorers, ce_scorer):
+    """``ScoreRequest.head`` (the caller's top_n) keeps min(head, exact_head) ranks exact:
+    the chosen set is near_boundary at that head, and requests merged into one call
+    each keep their own."""
+    adaptive, fast = bf16_scorers
+    texts = TEXTS * 2
+    merged = [ScoreRequest(QUERY, texts, head=1), ScoreRequest(QUERY, texts, head=50),
+              ScoreRequest(QUERY, texts)]
+    # the same merged call through the fast and fp32 scorers: identical batches, so
+    # identical bf16 values to compare with (batch composition moves bf16 scores)
+    bf16 = fast.score_many(merged)[0]
+    fp32 = ce_scorer.score_many(merged)[0]
+    one, wide, default = adaptive.score_many(merged)
+    narrow = near_boundary(bf16.scores, adaptive.exact_band, 1)
+    full = near_boundary(bf16.scores, adaptive.exact_band, adaptive.exact_head)
+    assert set(narrow) < set(full)  # a narrower head really re-scores less here
+    assert one.extra["exact"] == len(narrow)
+    assert wide.extra["exact"] == default.extra["exact"] == len(full)  # capped at 3
+    for i in range(len(texts)):
+        expected = fp32.scores[i] if i in narrow else bf16.scores[i]
+        assert one.scores[i] == pytest.approx(expected, abs=1e-6), i
+
+
+def test_the_reranker_passes_top_n_as_the_head_only_when_it_cuts_in_model_order(
+        bf16_scorers):
+    """A reranker without fusion or policies asks the scorer for its top_n exact ranks;
+    with fusion (the final order is not the model's) it leaves the scorer's default."""
+    from rerank_plugins import Reranker, block_if
+
+    adaptive, _ = bf16_scorers
+    seen: list = []
+    original = adaptive.score_many
+
+    def spy(requests):  # records what reaches the real scorer, then scores
+        seen.extend(r.head for r in requests)
+        return original(requests)
+
+    adaptive.score_many = spy
+    try:
+        plain = Reranker(adaptive, fusion="none", top_n=2)
+        plain.rerank(QUERY, TEXTS)
+        plain.rerank(QUERY + " please", TEXTS, top_n=1)
+        plain.close()
+        fused = Reranker(adaptive, fusion="linear", top_n=2)
+        fused.rerank(QUERY, TEXTS)
+        fused.close()
+        guarded = Reranker(adaptive, fusion="none", top_n=2,
+                           policies=[block_if(lambda c: False, name="never")])
+        guarded.rerank(QUERY, TEXTS)
+        guarded.close()
+    finally:
+        del adaptive.score_many
+    assert seen == [2, 1, None, None]

@@ -14,11 +14,18 @@ class ScoreRequest:
     ``deadline_at`` is the ``time.monotonic()`` instant after which nobody waits for
     these scores (the reranker fills it with the request deadline). Local scorers may
     ignore it; a remote scorer caps its timeouts and retries by it.
+
+    ``head`` is how many leading ranks of the model's order the caller will use (the
+    reranker fills it with ``top_n`` when the result is cut in model order: no
+    fusion, no policies). A reduced-precision scorer then keeps at most that many
+    ranks in exact order instead of its own ``exact_head``; ``None`` leaves its
+    default.
     """
 
     query: str
     texts: Sequence[str]
     deadline_at: float | None = None
+    head: int | None = None
 
 
 @dataclass

@@ -79,7 +79,8 @@ class CrossEncoderScorer(Identified):
             change (none at fp32). An integer overrides that: re-score this many of
             each request's best candidates in fp32 (``0`` turns re-scoring off).
         exact_head: How many leading ranks the adaptive re-scoring keeps in fp32
-            order. Defaults to 10.
+            order. Defaults to 10; a request whose ``head`` is smaller (the
+            reranker's ``top_n`` when it cuts in model order) keeps only that many.
         exact_band_scale: Safety factor on the error measured at load; the band
             around each score is ``exact_band_scale * error``. Defaults to 2.0.
         backend: ``"auto"`` (default) uses OpenVINO when it is installed, the device
@@ -278,7 +279,10 @@ class CrossEncoderScorer(Identified):
         started = time.perf_counter()
         raw = self._forward(pairs, exact=False)
         all_scores = self._combine(raw, per_request)
-        rescored = self._make_exact(pairs, raw, per_request, all_scores)
+        heads = [self.exact_head if r.head is None else max(1, min(int(r.head),
+                                                                     self.exact_head))
+                 for r in requests]
+        rescored = self._make_exact(pairs, raw, per_request, all_scores, heads)
         elapsed = time.perf_counter() - started
         total_pairs = max(1, len(pairs))
         outputs: list[ScoreOutput] = []
@@ -307,16 +311,18 @@ class CrossEncoderScorer(Identified):
         return combined
 
     def _make_exact(self, pairs: Sequence[EncodedPair], raw: list[float], per_request,
-                    all_scores: list[list[float]]) -> list[int]:
-        """Re-score in fp32 the texts that need it; returns the count per request."""
+                    all_scores: list[list[float]], heads: Sequence[int]) -> list[int]:
+        """Re-score in fp32 the texts that need it (the adaptive rule keeps each
+        request's ``heads`` leading ranks exact); returns the count per request."""
         if not (self.exact_adaptive or self.exact_top):
             return [0] * len(per_request)
         chosen_windows: list[int] = []
         counts: list[int] = []
         start = 0
-        for (windows, _, _), scores in zip(per_request, all_scores, strict=True):
+        for (windows, _, _), scores, head in zip(per_request, all_scores, heads,
+                                                 strict=True):
             if self.exact_adaptive:
-                texts = near_boundary(scores, self.exact_band, self.exact_head)
+                texts = near_boundary(scores, self.exact_band, head)
             else:
                 texts = sorted(range(len(scores)), key=lambda i: scores[i],
                                reverse=True)[:self.exact_top]
