@@ -94,6 +94,10 @@ def test_scorers_take_the_device_budget_unless_told_otherwise(ce_folder, ce_scor
     assert (explicit.max_batch_tokens, explicit.max_batch_size) == (4096, 3)
     with pytest.raises(ConfigurationError, match="max_batch_size"):
         CrossEncoderScorer(ce_folder, dtype="float32", max_batch_size=0)
+    from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
+
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        BiEncoderScorer(dtype="float32", batch_size=0)  # 0 is not "the default"
 
 
 def test_score_many_merges_requests_without_changing_scores(ce_scorer):

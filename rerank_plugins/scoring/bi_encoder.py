@@ -91,6 +91,9 @@ class BiEncoderScorer(Identified):
         compile_cache_dir: str | os.PathLike | None = None,
         embedding_store=None,
     ) -> None:
+        if (batch_size is not None and batch_size < 1) or (
+                max_batch_tokens is not None and max_batch_tokens < 16):
+            raise ConfigurationError("batch_size must be >= 1 and max_batch_tokens >= 16")
         import torch
         from sentence_transformers import SentenceTransformer
 
