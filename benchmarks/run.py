@@ -310,9 +310,8 @@ def model_flops(scorer, requests: list[BenchRequest], bare_times: list[float],
     # the model's own pass at its compute dtype, alone: the same requests' pairs,
     # already tokenized, through the fast forward pass (no fp32 re-score)
     rates = []
-    for request in requests:
+    for request, pass_flops in zip(requests, per_request, strict=True):
         pairs, _, _ = scorer._encoder.encode(request.query, request.texts, 0)
-        pass_flops = encoder_flops(scorer.config, [len(p.input_ids) for p in pairs])
         scorer._forward(pairs, exact=False)  # this request's shapes, once
         started = time.perf_counter()
         scorer._forward(pairs, exact=False)

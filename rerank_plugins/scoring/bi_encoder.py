@@ -36,7 +36,8 @@ from .openvino_backend import (
 from .tokens import (
     CHARS_PER_TOKEN_CAP,
     COMPILED_WIDTH_MULTIPLE,
-    default_batch_budget,
+    batch_budget,
+    check_batch_budget,
     pad_rows,
     token_budget_batches,
 )
@@ -91,9 +92,7 @@ class BiEncoderScorer(Identified):
         compile_cache_dir: str | os.PathLike | None = None,
         embedding_store=None,
     ) -> None:
-        if (batch_size is not None and batch_size < 1) or (
-                max_batch_tokens is not None and max_batch_tokens < 16):
-            raise ConfigurationError("batch_size must be >= 1 and max_batch_tokens >= 16")
+        check_batch_budget(max_batch_tokens, batch_size)
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -111,8 +110,8 @@ class BiEncoderScorer(Identified):
         if max_length:
             model.max_seq_length = int(max_length)
         self.max_length = int(model.max_seq_length or 256)
-        tokens_default, size_default = default_batch_budget(self.device)
-        self.max_batch_tokens = int(max_batch_tokens or tokens_default)
+        self.max_batch_tokens, self.batch_size = batch_budget(
+            self.device, max_batch_tokens, batch_size)
         self.tokenizer = model.tokenizer
         self._model_id = BUNDLED_MODEL_ID if model_name_or_path is None else (
             os.path.basename(os.path.normpath(path)) if local else path)
@@ -129,7 +128,6 @@ class BiEncoderScorer(Identified):
         else:
             self._model = None  # the compiled graph holds its own weights
             self.dtype = settle_dtype(self._compiled, self.dtype, self._model_id)
-        self.batch_size = int(batch_size or size_default)
 
     def _compile(self, model, requested: str, cache_dir) -> CompiledEncoder | None:
         """Compile the transformer for OpenVINO; ``None`` when ``auto`` falls back."""
@@ -202,9 +200,9 @@ class BiEncoderScorer(Identified):
         rows = encoded["input_ids"]
         types = encoded.get("token_type_ids")
         out: np.ndarray | None = None
+        shape = {"multiple": COMPILED_WIDTH_MULTIPLE, "limit": self.max_length}
         for batch in token_budget_batches([len(r) for r in rows], self.max_batch_tokens,
                                           self.batch_size):
-            shape = {"multiple": COMPILED_WIDTH_MULTIPLE, "limit": self.max_length}
             ids, mask = pad_rows([rows[i] for i in batch], self.tokenizer.pad_token_id or 0,
                                  **shape)
             inputs = {"input_ids": ids, "attention_mask": mask}

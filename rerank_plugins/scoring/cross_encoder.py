@@ -37,7 +37,8 @@ from .tokens import (
     COMPILED_WIDTH_MULTIPLE,
     EncodedPair,
     PairEncoder,
-    default_batch_budget,
+    batch_budget,
+    check_batch_budget,
     pad_rows,
     token_budget_batches,
 )
@@ -121,9 +122,7 @@ class CrossEncoderScorer(Identified):
     ) -> None:
         if passage_mode not in PASSAGE_MODES:
             raise ConfigurationError(f"passage_mode must be one of {PASSAGE_MODES}")
-        if (max_batch_tokens is not None and max_batch_tokens < 16) or (
-                max_batch_size is not None and max_batch_size < 1):
-            raise ConfigurationError("max_batch_tokens must be >= 16 and max_batch_size >= 1")
+        check_batch_budget(max_batch_tokens, max_batch_size)
         if quantize not in QUANTIZE_MODES:
             raise ConfigurationError(f"quantize must be one of {QUANTIZE_MODES}")
         if exact_top is not None and (isinstance(exact_top, bool) or int(exact_top) < 0):
@@ -190,9 +189,8 @@ class CrossEncoderScorer(Identified):
         self.exact_band_scale = float(exact_band_scale)
         model_max = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
         self.max_length = int(max_length or min(model_max, 512))
-        tokens_default, size_default = default_batch_budget(self.device)
-        self.max_batch_tokens = int(max_batch_tokens or tokens_default)
-        self.max_batch_size = int(max_batch_size or size_default)
+        self.max_batch_tokens, self.max_batch_size = batch_budget(
+            self.device, max_batch_tokens, max_batch_size)
         self.passage_mode = passage_mode
         passages = 1 if passage_mode == "first" else max_passages
         self._encoder = PairEncoder(self.tokenizer, self.max_length, max_passages=passages,

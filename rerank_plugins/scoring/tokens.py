@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigurationError
+
 # Generous upper bound on characters per token: text beyond this cannot reach the
 # model anyway, and cutting it first keeps a 1 MB document from costing a full
 # tokenization.
@@ -104,6 +106,21 @@ COMPILED_WIDTH_MULTIPLE = 16
 def default_batch_budget(device: str) -> tuple[int, int]:
     """``(max_batch_tokens, max_batch_size)`` when the caller sets neither."""
     return CPU_BATCH_BUDGET if device == "cpu" else GPU_BATCH_BUDGET
+
+
+def check_batch_budget(max_batch_tokens: int | None, max_batch_size: int | None) -> None:
+    """Refuse a budget no forward pass can use (``None`` means the device default)."""
+    if (max_batch_tokens is not None and max_batch_tokens < 16) or (
+            max_batch_size is not None and max_batch_size < 1):
+        raise ConfigurationError("max_batch_tokens must be >= 16 and the pairs (texts) per "
+                                 "pass (max_batch_size / batch_size) >= 1")
+
+
+def batch_budget(device: str, max_batch_tokens: int | None,
+                 max_batch_size: int | None) -> tuple[int, int]:
+    """The budget a scorer runs with: what the caller set, else the device default."""
+    tokens, size = default_batch_budget(device)
+    return int(max_batch_tokens or tokens), int(max_batch_size or size)
 
 
 def token_budget_batches(
