@@ -564,7 +564,9 @@ def main(argv: list[str] | None = None) -> int:
             "throughput_calls": throughput_calls, "ours": scorer.describe(),
             "ours_top_n": top_n, "peers_top_n": full,
             "ours_random_head": random_scorer.describe(), "ours_load_seconds": load_seconds,
-            "max_batch_tokens": scorer.max_batch_tokens, "max_length": scorer.max_length,
+            "max_batch_tokens": scorer.max_batch_tokens, "max_batch_size": scorer.max_batch_size,
+            "exact_batch_tokens": scorer.exact_batch_tokens,
+            "exact_batch_size": scorer.exact_batch_size, "max_length": scorer.max_length,
             "peer_notes": {s.name: s.notes for s in peer_systems if s.notes},
             "model": "MiniLM-L6 cross-encoder (bundled weights) with a head trained by "
                      f"rerank-ops finetune {trained_info}; speed, peers and throughput on "

@@ -14,6 +14,7 @@ from rerank_plugins.resilience import InferenceEngine
 from rerank_plugins.scoring.base import ScoreRequest
 from rerank_plugins.scoring.tokens import (
     CPU_BATCH_BUDGET,
+    CPU_FP32_BATCH_BUDGET,
     GPU_BATCH_BUDGET,
     default_batch_budget,
     pad_rows,
@@ -77,27 +78,65 @@ def test_token_budget_batches_sort_longest_first_so_padding_stays_small():
     ("mps", GPU_BATCH_BUDGET)])
 def test_default_batch_budget_is_small_on_a_cpu_and_large_on_an_accelerator(device, expected):
     assert default_batch_budget(device) == expected
+    assert default_batch_budget(device, "bfloat16") == expected
     tokens, pairs = CPU_BATCH_BUDGET
     assert tokens < GPU_BATCH_BUDGET[0] and pairs < GPU_BATCH_BUDGET[1]
     # a budget still admits one full-length (512-token) pair
     assert tokens >= 512 and pairs >= 1
 
 
+def test_fp32_passes_on_a_cpu_take_half_the_tokens_of_reduced_precision_ones():
+    # fp32 activations take twice the bytes: the same cache footprint is half the tokens
+    assert default_batch_budget("cpu", "float32") == CPU_FP32_BATCH_BUDGET
+    assert CPU_FP32_BATCH_BUDGET[0] * 2 == CPU_BATCH_BUDGET[0] >= 512
+    assert CPU_FP32_BATCH_BUDGET[1] == CPU_BATCH_BUDGET[1]
+    for dtype in ("float16", "bfloat16", "float32"):  # GPUs: one large budget
+        assert default_batch_budget("cuda", dtype) == GPU_BATCH_BUDGET
+
+
 def test_scorers_take_the_device_budget_unless_told_otherwise(ce_folder, ce_scorer,
                                                               bi_scorer):
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    assert (ce_scorer.max_batch_tokens, ce_scorer.max_batch_size) == CPU_BATCH_BUDGET
-    assert (bi_scorer.max_batch_tokens, bi_scorer.batch_size) == CPU_BATCH_BUDGET
-    explicit = CrossEncoderScorer(ce_folder, dtype="float32", backend="torch",
+    # the fixtures run fp32 throughout: every pass takes the fp32 budget
+    assert (ce_scorer.max_batch_tokens, ce_scorer.max_batch_size) == CPU_FP32_BATCH_BUDGET
+    assert (ce_scorer.exact_batch_tokens, ce_scorer.exact_batch_size) == CPU_FP32_BATCH_BUDGET
+    assert (bi_scorer.max_batch_tokens, bi_scorer.batch_size) == CPU_FP32_BATCH_BUDGET
+    reduced = CrossEncoderScorer(ce_folder, dtype="bfloat16", backend="torch")
+    assert (reduced.max_batch_tokens, reduced.max_batch_size) == CPU_BATCH_BUDGET
+    assert (reduced.exact_batch_tokens, reduced.exact_batch_size) == CPU_FP32_BATCH_BUDGET
+    explicit = CrossEncoderScorer(ce_folder, dtype="bfloat16", backend="torch",
                                   max_batch_tokens=4096, max_batch_size=3)
+    # a budget the caller sets holds for both precisions
     assert (explicit.max_batch_tokens, explicit.max_batch_size) == (4096, 3)
+    assert (explicit.exact_batch_tokens, explicit.exact_batch_size) == (4096, 3)
     with pytest.raises(ConfigurationError, match="max_batch_size"):
         CrossEncoderScorer(ce_folder, dtype="float32", max_batch_size=0)
     from rerank_plugins.scoring.bi_encoder import BiEncoderScorer
 
     with pytest.raises(ConfigurationError, match="batch_size"):
         BiEncoderScorer(dtype="float32", batch_size=0)  # 0 is not "the default"
+
+
+def test_the_fp32_re_score_runs_under_its_own_budget(ce_folder):
+    """Fast passes are packed by max_batch_*, the fp32 re-score by exact_batch_*."""
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(ce_folder, dtype="bfloat16", backend="torch", exact_top=4)
+    scorer.max_batch_tokens, scorer.max_batch_size = 4096, 8
+    scorer.exact_batch_tokens, scorer.exact_batch_size = 4096, 2
+    seen: list[tuple[bool, int]] = []
+    logits = scorer._logits
+
+    def spy(inputs, exact):
+        seen.append((exact, inputs["input_ids"].shape[0]))
+        return logits(inputs, exact)
+
+    scorer._logits = spy
+    [output] = scorer.score_many([ScoreRequest(QUERY, TEXTS * 2)])
+    assert output.extra["exact"] == 4
+    assert [rows for exact, rows in seen if not exact] == [8]
+    assert [rows for exact, rows in seen if exact] == [2, 2]
 
 
 def test_score_many_merges_requests_without_changing_scores(ce_scorer):

@@ -62,7 +62,7 @@ class BiEncoderScorer(Identified):
             a GPU (:func:`~.tokens.default_batch_budget`).
         max_length: Tokens per text; ``None`` uses the model's own limit.
         max_batch_tokens: Padded tokens per forward pass (OpenVINO path). ``None``
-            (default): 2048 on a CPU, 8192 elsewhere.
+            (default): on a CPU 2048 at bf16 and 1024 at fp32, 8192 elsewhere.
         backend: ``"auto"`` (default), ``"torch"`` or ``"openvino"``, as for
             :class:`CrossEncoderScorer`.
         compile_cache_dir: Where converted OpenVINO models are kept. Defaults to
@@ -110,8 +110,6 @@ class BiEncoderScorer(Identified):
         if max_length:
             model.max_seq_length = int(max_length)
         self.max_length = int(model.max_seq_length or 256)
-        self.max_batch_tokens, self.batch_size = batch_budget(
-            self.device, max_batch_tokens, batch_size)
         self.tokenizer = model.tokenizer
         self._model_id = BUNDLED_MODEL_ID if model_name_or_path is None else (
             os.path.basename(os.path.normpath(path)) if local else path)
@@ -128,6 +126,8 @@ class BiEncoderScorer(Identified):
         else:
             self._model = None  # the compiled graph holds its own weights
             self.dtype = settle_dtype(self._compiled, self.dtype, self._model_id)
+        self.max_batch_tokens, self.batch_size = batch_budget(
+            self.device, max_batch_tokens, batch_size, self.dtype)
 
     def _compile(self, model, requested: str, cache_dir) -> CompiledEncoder | None:
         """Compile the transformer for OpenVINO; ``None`` when ``auto`` falls back."""

@@ -59,9 +59,10 @@ class CrossEncoderScorer(Identified):
         dtype: ``"auto"`` picks bf16/fp16 on GPU, bf16 on CPUs with AMX or AVX512-BF16,
             else fp32. Defaults to ``"auto"``.
         max_length: Tokens per pair; defaults to the model's own limit (capped at 512).
-        max_batch_tokens: Padded tokens per forward pass. ``None`` (default): 2048
-            on a CPU, 8192 on a GPU (:func:`~.tokens.default_batch_budget`; a CPU
-            is faster with passes that fit its caches).
+        max_batch_tokens: Padded tokens per forward pass. ``None`` (default): on a
+            CPU 2048 for bf16 passes and 1024 for fp32 ones (the re-score, or every
+            pass without bf16), 8192 on a GPU (:func:`~.tokens.default_batch_budget`;
+            a CPU is faster with passes that fit its caches).
         max_batch_size: Pairs per forward pass. ``None`` (default): 8 on a CPU, 128
             on a GPU.
         passage_mode: ``"first"`` scores the first window of long documents; ``"max"`` or
@@ -189,8 +190,12 @@ class CrossEncoderScorer(Identified):
         self.exact_band_scale = float(exact_band_scale)
         model_max = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
         self.max_length = int(max_length or min(model_max, 512))
+        # the fast passes and the fp32 re-score each take their precision's budget
+        # (the same one when the caller sets it)
         self.max_batch_tokens, self.max_batch_size = batch_budget(
-            self.device, max_batch_tokens, max_batch_size)
+            self.device, max_batch_tokens, max_batch_size, self.dtype)
+        self.exact_batch_tokens, self.exact_batch_size = batch_budget(
+            self.device, max_batch_tokens, max_batch_size, "float32")
         self.passage_mode = passage_mode
         passages = 1 if passage_mode == "first" else max_passages
         self._encoder = PairEncoder(self.tokenizer, self.max_length, max_passages=passages,
@@ -349,7 +354,9 @@ class CrossEncoderScorer(Identified):
             return []
         lengths = [len(p.input_ids) for p in pairs]
         raw: list[float] = [0.0] * len(pairs)
-        batches = token_budget_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+        batches = token_budget_batches(lengths, *(
+            (self.exact_batch_tokens, self.exact_batch_size) if exact
+            else (self.max_batch_tokens, self.max_batch_size)))
         # the compiled backend reuses kernels per shape: round widths to a few values
         shape = {"multiple": COMPILED_WIDTH_MULTIPLE, "limit": self.max_length} \
             if self._compiled is not None else {}

@@ -89,12 +89,19 @@ class PairEncoder:
 
 #: Budget of one forward pass on a GPU: large batches keep its many cores busy.
 GPU_BATCH_BUDGET = (8192, 128)
-#: Budget of one forward pass on a CPU. Smaller passes are faster there: their
-#: activations stay in the cores' caches. Measured by ``benchmarks/batch_budget.py``
-#: on a 2-core AMX Xeon (50 candidates of 80-250 words): OpenVINO bf16 358-366 ms
-#: per request at 8 pairs vs 416 ms at 8192 tokens / 128 pairs; fp32 (the re-score
-#: path) 959 vs 1267 ms; torch bf16 404 vs 518 ms.
+#: Budget of one reduced-precision (bf16/fp16/int8) forward pass on a CPU. Smaller
+#: passes are faster there: their activations stay in the cores' caches. Measured by
+#: ``benchmarks/batch_budget.py`` on a 2-core AMX Xeon (50 candidates of 80-250
+#: words): OpenVINO bf16 358-366 ms per request at 8 pairs vs 416 ms at 8192 tokens /
+#: 128 pairs; torch bf16 404 vs 518 ms.
 CPU_BATCH_BUDGET = (2048, 8)
+#: Budget of one fp32 pass on a CPU (the adaptive re-score, and every pass of a CPU
+#: without bf16): its activations take twice the bytes, so half the tokens fit the
+#: same caches. Measured on the AMX Xeon (OpenVINO, 2026-12-03): the re-score of a
+#: request's best 7 candidates 157 ms at 1024 tokens vs 196 ms at 2048; whole
+#: 50-candidate requests 1,024 vs 1,063 ms; the fp32 bi-encoder (256-token texts)
+#: the same at both (939 ms).
+CPU_FP32_BATCH_BUDGET = (1024, 8)
 #: Sequence widths of the OpenVINO backend are rounded up to a multiple of this: a
 #: shape it has run before reuses its compiled kernels, and a new width costs ~10%
 #: on its first pass. Measured on the AMX Xeon (bf16, 50 candidates, 8 pairs per
@@ -103,9 +110,13 @@ CPU_BATCH_BUDGET = (2048, 8)
 COMPILED_WIDTH_MULTIPLE = 16
 
 
-def default_batch_budget(device: str) -> tuple[int, int]:
-    """``(max_batch_tokens, max_batch_size)`` when the caller sets neither."""
-    return CPU_BATCH_BUDGET if device == "cpu" else GPU_BATCH_BUDGET
+def default_batch_budget(device: str, dtype: str = "bfloat16") -> tuple[int, int]:
+    """``(max_batch_tokens, max_batch_size)`` of a ``dtype`` pass when the caller sets
+    neither: one large budget on an accelerator, a cache-sized one per precision on a
+    CPU."""
+    if device != "cpu":
+        return GPU_BATCH_BUDGET
+    return CPU_FP32_BATCH_BUDGET if dtype == "float32" else CPU_BATCH_BUDGET
 
 
 def check_batch_budget(max_batch_tokens: int | None, max_batch_size: int | None) -> None:
@@ -116,10 +127,11 @@ def check_batch_budget(max_batch_tokens: int | None, max_batch_size: int | None)
                                  "pass (max_batch_size / batch_size) >= 1")
 
 
-def batch_budget(device: str, max_batch_tokens: int | None,
-                 max_batch_size: int | None) -> tuple[int, int]:
-    """The budget a scorer runs with: what the caller set, else the device default."""
-    tokens, size = default_batch_budget(device)
+def batch_budget(device: str, max_batch_tokens: int | None, max_batch_size: int | None,
+                 dtype: str = "bfloat16") -> tuple[int, int]:
+    """The budget of a ``dtype`` pass: what the caller set, else the default of the
+    device and precision."""
+    tokens, size = default_batch_budget(device, dtype)
     return int(max_batch_tokens or tokens), int(max_batch_size or size)
 
 
