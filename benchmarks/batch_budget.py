@@ -9,8 +9,9 @@ fit the cores' caches. This sweep runs the same 50-candidate requests (cranfield
 achieved GFLOP/s, for the fast precision, for fp32 over whole requests (the path of
 a CPU without bf16) and for fp32 over each request's best few candidates (the shape of
 the adaptive re-score: ``--rescore`` texts, 7 by default, what the harness re-scores
-at top_n=5 on the trained head), so the defaults in :func:`rerank_plugins.scoring.tokens.default_batch_budget` can be
-checked on any machine.
+at top_n=5 on the trained head), so the defaults in
+:func:`rerank_plugins.scoring.tokens.default_batch_budget` can be checked on any
+machine.
 
     python benchmarks/batch_budget.py [--model FOLDER] [--backend openvino|torch]
         [--requests 4] [--rounds 2] [--rescore 7] [--out FILE]
