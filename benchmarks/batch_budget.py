@@ -32,8 +32,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import heads  # noqa: E402
 import machine  # noqa: E402
-from workload import DEFAULT_DATA, mixed_requests  # noqa: E402
+from workload import DEFAULT_DATA  # noqa: E402
 
 #: (max_batch_tokens, max_batch_size) pairs tried; the first is the old default.
 BUDGETS = ((8192, 128), (16384, 128), (4096, 128), (2048, 128), (1024, 128),
@@ -90,17 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    requests = mixed_requests(Path(args.data), ("cranfield", "cisi"),
-                              per_collection=max(1, args.requests // 2))
-    if not requests:
-        sys.exit(f"skip: no cranfield/cisi collections under {args.data} "
-                 "(set RERANK_DATA_DIR or pass --data)")
-    if args.model:
-        folder = args.model
-    else:
-        import heads
-
-        folder, _ = heads.trained_head(Path(args.data), log=lambda *a: None)
+    requests, folder = heads.sweep_inputs(Path(args.data), args.requests, args.model)
     with tempfile.TemporaryDirectory() as tmp:
         scorer = CrossEncoderScorer(folder, backend=args.backend, compile_cache_dir=tmp)
         defaults = (scorer.max_batch_tokens, scorer.max_batch_size)

@@ -77,6 +77,19 @@ def trained_head(data_dir: Path, log=print, recipe: dict = TRAINED) -> tuple[str
     return finish(staging, folder, time.perf_counter() - started, recipe)
 
 
+def sweep_inputs(data_dir: Path, count: int, model: str | None) -> tuple[list, str]:
+    """The sweeps' inputs: ``count`` cranfield/cisi requests (the harness's workload)
+    and ``model``, else the trained head; exits with a clear reason without data."""
+    from workload import mixed_requests
+
+    requests = mixed_requests(data_dir, ("cranfield", "cisi"),
+                              per_collection=max(1, count // 2))
+    if not requests:
+        sys.exit(f"skip: no cranfield/cisi collections under {data_dir} "
+                 "(set RERANK_DATA_DIR or pass --data)")
+    return requests, model or trained_head(data_dir, log=lambda *a: None)[0]
+
+
 def finish(staging: Path, folder: Path, seconds: float,
            recipe: dict = TRAINED) -> tuple[str, dict]:
     """Re-save a fine-tuned folder for the harness and move it into the cache."""

@@ -29,8 +29,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import heads  # noqa: E402
 import machine  # noqa: E402
-from workload import DEFAULT_DATA, mixed_requests  # noqa: E402
+from workload import DEFAULT_DATA  # noqa: E402
 
 
 class Split:
@@ -85,17 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    requests = mixed_requests(Path(args.data), ("cranfield", "cisi"),
-                              per_collection=max(1, args.requests // 2))
-    if not requests:
-        sys.exit(f"skip: no cranfield/cisi collections under {args.data} "
-                 "(set RERANK_DATA_DIR or pass --data)")
-    if args.model:
-        folder = args.model
-    else:
-        import heads
-
-        folder, _ = heads.trained_head(Path(args.data), log=lambda *a: None)
+    requests, folder = heads.sweep_inputs(Path(args.data), args.requests, args.model)
     scorer = CrossEncoderScorer(folder, max_length=512)
     if not scorer.exact_adaptive:
         sys.exit(f"skip: {scorer.describe()} runs fp32 throughout, nothing is re-scored")
