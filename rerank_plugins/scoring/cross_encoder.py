@@ -354,9 +354,11 @@ class CrossEncoderScorer(Identified):
             return []
         lengths = [len(p.input_ids) for p in pairs]
         raw: list[float] = [0.0] * len(pairs)
-        batches = token_budget_batches(lengths, *(
-            (self.exact_batch_tokens, self.exact_batch_size) if exact
-            else (self.max_batch_tokens, self.max_batch_size)))
+        if exact:  # fp32 passes have a budget of their own
+            budget = (self.exact_batch_tokens, self.exact_batch_size)
+        else:
+            budget = (self.max_batch_tokens, self.max_batch_size)
+        batches = token_budget_batches(lengths, *budget)
         # the compiled backend reuses kernels per shape: round widths to a few values
         shape = {"multiple": COMPILED_WIDTH_MULTIPLE, "limit": self.max_length} \
             if self._compiled is not None else {}
