@@ -40,6 +40,7 @@ from .tokens import (
     batch_budget,
     check_batch_budget,
     pad_rows,
+    spread_batches,
     token_budget_batches,
 )
 
@@ -92,6 +93,13 @@ class CrossEncoderScorer(Identified):
         compile_cache_dir: Where the OpenVINO backend keeps converted models
             (keyed by model, weights digest and OpenVINO version). Defaults to
             ``$RERANK_PLUGINS_CACHE_DIR`` or ``~/.cache/rerank-plugins``.
+        openvino_streams: OpenVINO streams for the fast (reduced-precision) passes.
+            1 (default): one stream with every CPU thread (the LATENCY hint). 2 or
+            more: the THROUGHPUT hint, the threads split between the streams and a
+            call's batches run side by side, one per stream (a call with fewer
+            batches than streams has its largest batch split). The fp32 re-score
+            always runs on one stream. Measure it on your CPU
+            (``benchmarks/run.py --openvino-streams 2``) before turning it on.
 
     Example::
 
@@ -120,6 +128,7 @@ class CrossEncoderScorer(Identified):
         exact_band_scale: float = DEFAULT_BAND_SCALE,
         backend: str = "auto",
         compile_cache_dir: str | os.PathLike | None = None,
+        openvino_streams: int = 1,
     ) -> None:
         if passage_mode not in PASSAGE_MODES:
             raise ConfigurationError(f"passage_mode must be one of {PASSAGE_MODES}")
@@ -130,6 +139,10 @@ class CrossEncoderScorer(Identified):
             raise ConfigurationError(f"exact_top must be None or >= 0, got {exact_top!r}")
         if int(exact_head) < 1 or not float(exact_band_scale) > 0:
             raise ConfigurationError("exact_head must be >= 1 and exact_band_scale > 0")
+        if (isinstance(openvino_streams, bool) or not isinstance(openvino_streams, int)
+                or openvino_streams < 1):
+            raise ConfigurationError(
+                f"openvino_streams must be an integer >= 1, got {openvino_streams!r}")
         import torch
         from sentence_transformers import CrossEncoder
 
@@ -176,7 +189,8 @@ class CrossEncoderScorer(Identified):
         self._compiled: CompiledEncoder | None = None
         self._exact_model = None
         if self.backend == "openvino":
-            self._compiled = self._compile(backend, compile_cache_dir, reduced)
+            self._compiled = self._compile(backend, compile_cache_dir, reduced,
+                                           int(openvino_streams))
         if self._compiled is None:
             self._prepare_torch(quantize, reduced)
         else:  # the compiled graph holds its own weights; free the torch copy
@@ -207,7 +221,8 @@ class CrossEncoderScorer(Identified):
                 lambda p: self._score_pairs(p, exact=True))
         self.exact_band = self.exact_band_scale * self.precision_error
 
-    def _compile(self, requested: str, cache_dir, reduced: bool) -> CompiledEncoder | None:
+    def _compile(self, requested: str, cache_dir, reduced: bool,
+                 streams: int) -> CompiledEncoder | None:
         """The OpenVINO model, or ``None`` (after one warning) when ``auto`` falls back."""
         names = ["input_ids", "attention_mask"] + (
             ["token_type_ids"] if self._accepts_token_types else [])
@@ -216,7 +231,7 @@ class CrossEncoderScorer(Identified):
             lambda: CompiledEncoder(
                 self._hf.float(), kind="cross-encoder", model_id=self._model_id,
                 input_names=names, precisions=precisions, output="logits",
-                cache_dir=cache_dir),
+                cache_dir=cache_dir, streams={self.dtype: streams}),
             requested=requested, model_id=self._model_id,
             errors=(BackendUnavailable, KeyError))
         if compiled is None:
@@ -260,10 +275,14 @@ class CrossEncoderScorer(Identified):
         exact = self.exact_mode
         if self.exact_adaptive:
             exact += f" (top {self.exact_head}, band {self.exact_band:.2e})"
-        return {"model": self._model_id, "revision": self._revision, "device": self.device,
+        info = {"model": self._model_id, "revision": self._revision, "device": self.device,
                 "dtype": self.dtype + ("+int8" if self.quantize else ""),
                 "kind": "cross-encoder", "backend": self.backend,
                 "precision_error": f"{self.precision_error:.2e}", "exact": exact}
+        streams = self._compiled.streams.get(self.dtype, 1) if self._compiled else 1
+        if streams > 1:
+            info["openvino_streams"] = str(streams)
+        return info
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutput]:
         """Score every request in one length-sorted, token-budgeted run of the model.
@@ -359,9 +378,13 @@ class CrossEncoderScorer(Identified):
         else:
             budget = (self.max_batch_tokens, self.max_batch_size)
         batches = token_budget_batches(lengths, *budget)
+        dtype = "float32" if exact else self.dtype
+        streams = self._compiled.streams.get(dtype, 1) if self._compiled is not None else 1
+        batches = spread_batches(batches, streams)
         # the compiled backend reuses kernels per shape: round widths to a few values
         shape = {"multiple": COMPILED_WIDTH_MULTIPLE, "limit": self.max_length} \
             if self._compiled is not None else {}
+        padded = []
         for batch in batches:
             ids, mask = pad_rows([pairs[i].input_ids for i in batch], self._pad_id, **shape)
             inputs = {"input_ids": ids, "attention_mask": mask}
@@ -371,7 +394,12 @@ class CrossEncoderScorer(Identified):
                         [pairs[i].token_type_ids for i in batch], 0, **shape)
                 elif self._compiled is not None:
                     inputs["token_type_ids"] = np.zeros_like(ids)
-            logits = self._logits(inputs, exact)
+            padded.append(inputs)
+        if self._compiled is not None:
+            all_logits = self._compiled.run_many(padded, dtype)
+        else:
+            all_logits = [self._logits(inputs, exact) for inputs in padded]
+        for batch, logits in zip(batches, all_logits, strict=True):
             if self.num_labels == 1:
                 values = logits[:, 0]
             else:  # two-class heads: log-odds of the "relevant" class
@@ -381,9 +409,7 @@ class CrossEncoderScorer(Identified):
         return raw
 
     def _logits(self, inputs: dict[str, np.ndarray], exact: bool) -> np.ndarray:
-        """``(batch, labels)`` float32 logits from the active backend."""
-        if self._compiled is not None:
-            return self._compiled.run(inputs, "float32" if exact else self.dtype)
+        """``(batch, labels)`` float32 logits from the torch model."""
         torch = self._torch
         model = self._exact_model if exact else self._model
         with torch.inference_mode():

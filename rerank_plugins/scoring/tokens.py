@@ -162,6 +162,21 @@ def token_budget_batches(
     return batches
 
 
+def spread_batches(batches: list[list[int]], parts: int) -> list[list[int]]:
+    """At least ``parts`` batches where the rows allow: while there are fewer, the
+    largest batch is cut in two (so every stream of a streamed model gets work).
+    Row order inside each batch is kept; no row is lost or repeated."""
+    batches = [list(batch) for batch in batches]
+    while len(batches) < parts:
+        largest = max(range(len(batches)), key=lambda i: len(batches[i]), default=None)
+        if largest is None or len(batches[largest]) < 2:
+            break
+        batch = batches.pop(largest)
+        half = (len(batch) + 1) // 2
+        batches[largest:largest] = [batch[:half], batch[half:]]
+    return batches
+
+
 def pad_rows(rows: Sequence[Sequence[int]], pad_value: int = 0, *, multiple: int = 1,
              limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad ragged id lists into an ``int64`` matrix plus its attention mask.
