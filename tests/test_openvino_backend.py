@@ -17,17 +17,10 @@ from rerank_plugins.errors import ConfigurationError
 from rerank_plugins.scoring import load_scorer
 from rerank_plugins.scoring import openvino_backend as ovb
 from rerank_plugins.scoring.base import ScoreRequest
+from wing_texts import QUERY, TEXTS
 
 pytest.importorskip("openvino", reason="the [openvino] extra is part of [dev]")
 
-QUERY = "how does a swept wing behave at transonic speed"
-TEXTS = [
-    "swept wings delay the drag rise at transonic mach numbers.",
-    "the boundary layer on a flat plate with heat transfer, measured in a wind tunnel "
-    "at several mach numbers and wall temperatures, with a comparison to theory.",
-    "cats.",
-    "buckling of thin cylindrical shells under axial compression and internal pressure.",
-]
 #: OpenVINO fp32 against torch fp32: the same graph in the same precision.
 FP32_TOLERANCE = 1e-4
 

@@ -14,16 +14,11 @@ from hypothesis import strategies as st
 from rerank_plugins.errors import ConfigurationError
 from rerank_plugins.scoring.base import ScoreRequest
 from rerank_plugins.scoring.tokens import spread_batches
+from wing_texts import QUERY
+from wing_texts import TEXTS as WING_TEXTS
 
-QUERY = "how does a swept wing behave at transonic speed"
-TEXTS = [
-    "swept wings delay the drag rise at transonic mach numbers.",
-    "the boundary layer on a flat plate with heat transfer, measured in a wind tunnel "
-    "at several mach numbers and wall temperatures, with a comparison to theory.",
-    "cats.",
-    "buckling of thin cylindrical shells under axial compression and internal pressure.",
-    "shock waves on a swept wing at high subsonic speed and the onset of buffet.",
-]
+TEXTS = [*WING_TEXTS,
+         "shock waves on a swept wing at high subsonic speed and the onset of buffet."]
 
 
 @given(st.lists(st.lists(st.integers(0, 10_000), min_size=1, max_size=9), max_size=6),
