@@ -12,12 +12,12 @@ import sys
 
 import numpy as np
 import pytest
+from wing_texts import QUERY, TEXTS
 
 from rerank_plugins.errors import ConfigurationError
 from rerank_plugins.scoring import load_scorer
 from rerank_plugins.scoring import openvino_backend as ovb
 from rerank_plugins.scoring.base import ScoreRequest
-from wing_texts import QUERY, TEXTS
 
 pytest.importorskip("openvino", reason="the [openvino] extra is part of [dev]")
 

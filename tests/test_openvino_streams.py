@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wing_texts import QUERY
+from wing_texts import TEXTS as WING_TEXTS
 
 from rerank_plugins.errors import ConfigurationError
 from rerank_plugins.scoring.base import ScoreRequest
 from rerank_plugins.scoring.tokens import spread_batches
-from wing_texts import QUERY
-from wing_texts import TEXTS as WING_TEXTS
 
 TEXTS = [*WING_TEXTS,
          "shock waves on a swept wing at high subsonic speed and the onset of buffet."]
