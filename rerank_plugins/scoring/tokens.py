@@ -165,7 +165,10 @@ def token_budget_batches(
 def spread_batches(batches: list[list[int]], parts: int) -> list[list[int]]:
     """At least ``parts`` batches where the rows allow: while there are fewer, the
     largest batch is cut in two (so every stream of a streamed model gets work).
-    Row order inside each batch is kept; no row is lost or repeated."""
+    Row order inside each batch is kept; no row is lost or repeated. Enough batches
+    already (every call of a one-stream model): the same list, untouched."""
+    if len(batches) >= parts:
+        return batches
     batches = [list(batch) for batch in batches]
     while len(batches) < parts:
         largest = max(range(len(batches)), key=lambda i: len(batches[i]), default=None)
