@@ -18,8 +18,12 @@ print(machine.hardware_class(read_cpu_flags()))')
 stamp=$(date -u +%Y-%m-%d)
 out=benchmarks/results
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(batch_budget rescore_cost openvino_streams ov_profile run)
+known=(batch_budget rescore_cost openvino_streams ov_profile run)
+[ ${#steps[@]} -gt 0 ] || steps=("${known[@]}")
 echo "hardware class $class; load $(cut -d' ' -f1-3 /proc/loadavg); steps: ${steps[*]}"
+for step in "${steps[@]}"; do  # every name checked before the first step's minutes
+  [[ " ${known[*]} " == *" $step "* ]] || { echo "unknown step $step (${known[*]})" >&2; exit 2; }
+done
 for step in "${steps[@]}"; do
   case $step in
     batch_budget|rescore_cost|openvino_streams|ov_profile)
@@ -28,8 +32,6 @@ for step in "${steps[@]}"; do
     run)
       file="$out/issue17-$class-full-$stamp.json"
       "$PY" benchmarks/run.py --soak --out "$file" ;;
-    *) echo "unknown step $step (batch_budget rescore_cost openvino_streams ov_profile run)" >&2
-       exit 2 ;;
   esac
   echo "== $step -> $file"
 done

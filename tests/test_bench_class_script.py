@@ -1,0 +1,33 @@
+"""``scripts/bench-class.sh`` names its results by the hardware class it detects.
+
+Only the parts that decide the names run here: the class detection (the same rule as
+the harness's, ``benchmarks/machine.hardware_class``) and the refusal of an unknown
+step, which must come before any benchmark starts (a typo would otherwise cost the
+first steps' minutes and then fail).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "bench-class.sh"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import machine  # noqa: E402
+
+from rerank_plugins.device import read_cpu_flags  # noqa: E402
+
+
+def test_unknown_step_is_refused_before_any_step_runs():
+    # a real step first: it must not start (it would take a minute and print versions)
+    result = subprocess.run(["bash", str(SCRIPT), "ov_profile", "no_such_step"],
+                            capture_output=True, text=True, timeout=600,
+                            env={"PY": sys.executable, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2, result.stderr
+    assert "unknown step no_such_step" in result.stderr
+    assert "versions:" not in result.stdout and "== ov_profile" not in result.stdout
+    expected = machine.hardware_class(read_cpu_flags())
+    assert f"hardware class {expected};" in result.stdout
