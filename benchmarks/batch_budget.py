@@ -19,7 +19,6 @@ machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -34,7 +33,6 @@ sys.path.insert(0, str(HERE.parent))
 
 import heads  # noqa: E402
 import machine  # noqa: E402
-from workload import DEFAULT_DATA  # noqa: E402
 
 #: (max_batch_tokens, max_batch_size) pairs tried; the first is the old default.
 BUDGETS = ((8192, 128), (16384, 128), (4096, 128), (2048, 128), (1024, 128),
@@ -77,21 +75,16 @@ def sweep(scorer, requests, exact: bool, rounds: int, best: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="cross-encoder folder (default: the trained head)")
+    parser = heads.sweep_parser(__doc__, requests=4, rounds=2)
     parser.add_argument("--backend", default="auto", choices=("auto", "openvino", "torch"))
-    parser.add_argument("--requests", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--rescore", type=int, default=7,
                         help="candidates per request in the re-score sweep")
-    parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    requests, folder = heads.sweep_inputs(Path(args.data), args.requests, args.model)
+    requests, folder = heads.sweep_inputs(args.data, args.requests, args.model)
     with tempfile.TemporaryDirectory() as tmp:
         scorer = CrossEncoderScorer(folder, backend=args.backend, compile_cache_dir=tmp)
         defaults = (scorer.max_batch_tokens, scorer.max_batch_size)
@@ -117,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {row['max_batch_tokens']:>6} tokens / {row['max_batch_size']:>3} pairs: "
                   f"{row['ms_per_request']:7.1f} ms  {row['gflops']:7.1f} GFLOP/s")
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -77,6 +77,23 @@ def trained_head(data_dir: Path, log=print, recipe: dict = TRAINED) -> tuple[str
     return finish(staging, folder, time.perf_counter() - started, recipe)
 
 
+def sweep_parser(doc: str, *, requests: int, rounds: int):
+    """The sweeps' common options: ``--model``, ``--data``, ``--requests``,
+    ``--rounds`` and ``--out`` (a JSON path); each script adds its own."""
+    import argparse
+
+    from workload import DEFAULT_DATA
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--model", help="cross-encoder folder (default: the trained head)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="collections folder (default: $RERANK_DATA_DIR or ../shared/data)")
+    parser.add_argument("--requests", type=int, default=requests)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    return parser
+
+
 def sweep_inputs(data_dir: Path, count: int, model: str | None) -> tuple[list, str]:
     """The sweeps' inputs: ``count`` cranfield/cisi requests (the harness's workload)
     and ``model``, else the trained head; exits with a clear reason without data."""

@@ -16,9 +16,7 @@ Prints the machine, the versions and both configurations' figures from the same 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -28,21 +26,14 @@ import heads  # noqa: E402
 import machine  # noqa: E402  (offline environment first)
 import run  # noqa: E402  (the harness's latency and throughput phases)
 import systems  # noqa: E402
-from workload import DEFAULT_DATA  # noqa: E402
 
 TOP_N = 5
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="cross-encoder folder (default: trained head)")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "RERANK_DATA_DIR", DEFAULT_DATA)))
-    parser.add_argument("--requests", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = heads.sweep_parser(__doc__, requests=8, rounds=3)
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--calls", type=int, default=24, help="concurrent calls per round")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     from rerank_plugins import Reranker

@@ -17,10 +17,8 @@ the absolute figures, are what this is for.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import heads  # noqa: E402
 import machine  # noqa: E402  (offline environment first)
-from workload import DEFAULT_DATA  # noqa: E402
 
 #: How a node's name or type places it in the encoder.
 PARTS = (("attention", ("scaled_dot_product_attention", "ScaledDotProductAttention")),
@@ -70,14 +67,8 @@ def profile(compiled_model, batches, input_names, rounds: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="cross-encoder folder (default: trained head)")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "RERANK_DATA_DIR", DEFAULT_DATA)))
-    parser.add_argument("--requests", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser = heads.sweep_parser(__doc__, requests=6, rounds=2)
     parser.add_argument("--head", type=int, default=5, help="exact ranks per request")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     import openvino as ov

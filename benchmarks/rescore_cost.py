@@ -18,7 +18,6 @@ cranfield/cisi; the trained head ``heads.TRAINED`` unless ``--model``). Two part
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -31,7 +30,6 @@ sys.path.insert(0, str(HERE.parent))
 
 import heads  # noqa: E402
 import machine  # noqa: E402
-from workload import DEFAULT_DATA  # noqa: E402
 
 
 class Split:
@@ -72,21 +70,16 @@ def call(scorer, request, head: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="cross-encoder folder (default: the trained head)")
-    parser.add_argument("--requests", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = heads.sweep_parser(__doc__, requests=12, rounds=3)
     parser.add_argument("--heads", default="10,5")
     parser.add_argument("--budgets", default="2048,1024")
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     heads_wanted = [int(x) for x in args.heads.split(",")]
     budgets = [int(x) for x in args.budgets.split(",")]
 
     from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
 
-    requests, folder = heads.sweep_inputs(Path(args.data), args.requests, args.model)
+    requests, folder = heads.sweep_inputs(args.data, args.requests, args.model)
     scorer = CrossEncoderScorer(folder, max_length=512)
     if not scorer.exact_adaptive:
         sys.exit(f"skip: {scorer.describe()} runs fp32 throughout, nothing is re-scored")
@@ -150,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {budget:>5} tokens: median {row['median_ms']} ms, paired difference "
               f"against {budgets[0]}: {row['paired_median_difference_ms']} ms")
     if args.out:
-        Path(args.out).write_text(json.dumps({
+        args.out.write_text(json.dumps({
             "hardware": hardware, "versions": machine.versions(),
             "scorer": scorer.describe(), "requests": len(requests), "rounds": args.rounds,
             "split_ms": splits, "fast_pass_error": error,
