@@ -528,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--out", type=Path, help="JSON path (default results/<time>.json)")
     args = parser.parse_args(argv)
+    if not args.no_redis and shutil.which("redis-server") is None:
+        # its phase comes after the long ones: say so before the first minute
+        parser.error("redis-server is not installed (the Redis cache-hit target needs a "
+                     "real one): `./scripts/install-system-deps.sh test`, or --no-redis")
     per_collection = args.queries or (3 if args.quick else 6)
     rounds = args.rounds or (1 if args.quick else 2)
     throughput_calls = 2 * args.concurrency if args.quick else 3 * args.concurrency

@@ -31,3 +31,17 @@ def test_unknown_step_is_refused_before_any_step_runs():
     assert "versions:" not in result.stdout and "== ov_profile" not in result.stdout
     expected = machine.hardware_class(read_cpu_flags())
     assert f"hardware class {expected};" in result.stdout
+
+
+def test_harness_without_redis_server_stops_before_measuring(tmp_path):
+    # the cache-hit phase needs a real redis-server and comes after ~20 minutes of
+    # measuring; a machine without one must hear so at once (exit 2), not then
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
+         "--out", str(tmp_path / "never.json")],
+        capture_output=True, text=True, timeout=600,
+        env={"PATH": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "redis-server" in result.stderr and "--no-redis" in result.stderr
+    assert "requests; trained head" not in result.stderr  # nothing was loaded or run
+    assert not (tmp_path / "never.json").exists()
