@@ -7,7 +7,9 @@ cranfield/cisi; the trained head ``heads.TRAINED`` unless ``--model``). Two part
   5 by default: the scorer's default and the harness's ``top_n``): tokenising,
   the reduced-precision pass, the fp32 re-score, and how many candidates it took;
 * the real error of the reduced-precision scores (every candidate of every request
-  scored both ways) against the error calibrated at load and the band it sets;
+  scored both ways) against the error calibrated at load and the band it sets, over
+  all pairs and over each request's best 15 (where the re-score decides), and how
+  often the adaptive call's ordered head equals the fp32 one at each exact head;
 * a paired comparison of fp32 pass budgets (``--budgets``, tokens per pass): the
   same requests, the budgets alternating call by call, so drift on a shared
   machine hits every budget alike.
@@ -30,6 +32,11 @@ sys.path.insert(0, str(HERE.parent))
 
 import heads  # noqa: E402
 import machine  # noqa: E402
+
+from rerank_plugins.scoring.base import ScoreRequest  # noqa: E402
+
+#: The fast-ranked places where the re-score decides: the head and its reach.
+REACH = 15
 
 
 class Split:
@@ -61,9 +68,12 @@ class Split:
             self.parts[key] = 0.0
 
 
-def call(scorer, request, head: int):
-    from rerank_plugins.scoring.base import ScoreRequest
+def ranking(scores) -> list[int]:
+    """Indices from the best score down."""
+    return sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
 
+
+def call(scorer, request, head: int):
     started = time.perf_counter()
     [output] = scorer.score_many([ScoreRequest(request.query, request.texts, head=head)])
     return time.perf_counter() - started, output.extra["exact"]
@@ -100,17 +110,29 @@ def main(argv: list[str] | None = None) -> int:
                                    * (1 if key == "exact" else 1e3), 1)
                         for key in rows[0]}
 
-    errors = []
+    # the error over every pair, and where the re-score decides (each request's best
+    # REACH by the fast pass); then whether the adaptive call's head is the fp32 head
+    errors, head_errors = [], []
+    exact_heads = {head: 0 for head in heads_wanted}
     for index, request in enumerate(requests):
         pairs, _, _ = scorer._encoder.encode(request.query, request.texts, index)
         fast = scorer._forward(pairs, exact=False)
         exact = scorer._forward(pairs, exact=True)
-        errors.extend(abs(a - b) for a, b in zip(fast, exact, strict=True))
+        differences = [abs(a - b) for a, b in zip(fast, exact, strict=True)]
+        errors.extend(differences)
+        head_errors.extend(differences[i] for i in ranking(fast)[:REACH])
+        for head in heads_wanted:
+            [output] = scorer.score_many([ScoreRequest(request.query, request.texts,
+                                                       head=head)])
+            exact_heads[head] += ranking(output.scores)[:head] == ranking(exact)[:head]
     errors.sort()
     error = {"pairs": len(errors), "max": errors[-1],
              "p99": errors[int(0.99 * (len(errors) - 1))],
              "median": statistics.median(errors),
-             "calibrated": scorer.precision_error, "band": scorer.exact_band}
+             f"max_best_{REACH}": max(head_errors),
+             "calibrated": scorer.precision_error, "band": scorer.exact_band,
+             "ordered_head_equals_fp32": {head: f"{n}/{len(requests)}"
+                                          for head, n in exact_heads.items()}}
 
     paired: dict[int, list[float]] = {budget: [] for budget in budgets}
     for _ in range(args.rounds):
@@ -135,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     for head, row in splits.items():
         print(f"  {head:>2} exact ranks: " + ", ".join(f"{k} {v}" for k, v in row.items()))
     print(f"fast-pass error over {error['pairs']} real pairs: max {error['max']:.2e}, "
-          f"p99 {error['p99']:.2e}, median {error['median']:.2e}; calibrated at load "
+          f"p99 {error['p99']:.2e}, median {error['median']:.2e}; among each request's "
+          f"best {REACH}: max {error[f'max_best_{REACH}']:.2e}; calibrated at load "
           f"{error['calibrated']:.2e}, band {error['band']:.2e}")
+    print("adaptive call's ordered head equal to the fp32 head: " + ", ".join(
+        f"{head} ranks {n}" for head, n in error["ordered_head_equals_fp32"].items()))
     print(f"fp32 pass budget, paired at {heads_wanted[-1]} exact ranks "
           f"({len(first)} calls each):")
     for budget, row in comparison.items():

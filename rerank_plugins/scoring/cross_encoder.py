@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 
@@ -220,6 +222,10 @@ class CrossEncoderScorer(Identified):
                 lambda p: self._score_pairs(p, exact=False),
                 lambda p: self._score_pairs(p, exact=True))
         self.exact_band = self.exact_band_scale * self.precision_error
+        #: what the load measured; ``precision_error`` may grow past it (``_widen``)
+        self.calibrated_error = self.precision_error
+        self._widened = False
+        self._band_lock = threading.Lock()
 
     def _compile(self, requested: str, cache_dir, reduced: bool,
                  streams: int) -> CompiledEncoder | None:
@@ -279,6 +285,8 @@ class CrossEncoderScorer(Identified):
                 "dtype": self.dtype + ("+int8" if self.quantize else ""),
                 "kind": "cross-encoder", "backend": self.backend,
                 "precision_error": f"{self.precision_error:.2e}", "exact": exact}
+        if self._widened:  # re-scores saw a larger error than the load measured
+            info["precision_error_at_load"] = f"{self.calibrated_error:.2e}"
         streams = self._compiled.streams.get(self.dtype, 1) if self._compiled else 1
         if streams > 1:
             info["openvino_streams"] = str(streams)
@@ -335,30 +343,64 @@ class CrossEncoderScorer(Identified):
     def _make_exact(self, pairs: Sequence[EncodedPair], raw: list[float], per_request,
                     all_scores: list[list[float]], heads: Sequence[int]) -> list[int]:
         """Re-score in fp32 the texts that need it (the adaptive rule keeps each
-        request's ``heads`` leading ranks exact); returns the count per request."""
+        request's ``heads`` leading ranks exact); returns the count per request.
+
+        The choice always reads the fast scores. Each re-score also measures the
+        fast path's real error; one beyond the band widens it (:meth:`_widen`) and
+        the choice is made again, so the texts a wider band adds are re-scored too.
+        """
         if not (self.exact_adaptive or self.exact_top):
             return [0] * len(per_request)
-        chosen_windows: list[int] = []
-        counts: list[int] = []
-        start = 0
-        for (windows, _, _), scores, head in zip(per_request, all_scores, heads,
-                                                 strict=True):
-            if self.exact_adaptive:
-                texts = near_boundary(scores, self.exact_band, head)
-            else:
-                texts = sorted(range(len(scores)), key=lambda i: scores[i],
-                               reverse=True)[:self.exact_top]
-            offsets = np.cumsum([0, *windows])
-            for text in texts:
-                chosen_windows.extend(range(start + offsets[text], start + offsets[text + 1]))
-            counts.append(len(texts))
-            start += sum(windows)
-        if chosen_windows:
-            exact = self._forward([pairs[i] for i in chosen_windows], exact=True)
-            for index, value in zip(chosen_windows, exact, strict=True):
+        fast = [list(scores) for scores in all_scores]
+        fast_raw = list(raw)
+        chosen: list[set[int]] = [set() for _ in per_request]
+        while True:
+            new_windows: list[int] = []
+            start = 0
+            for (windows, _, _), scores, head, taken in zip(per_request, fast, heads, chosen,
+                                                            strict=True):
+                if self.exact_adaptive:
+                    texts = near_boundary(scores, self.exact_band, head)
+                else:
+                    texts = sorted(range(len(scores)), key=lambda i: scores[i],
+                                   reverse=True)[:self.exact_top]
+                offsets = np.cumsum([0, *windows])
+                for text in texts:
+                    if text not in taken:
+                        taken.add(text)
+                        new_windows.extend(range(start + offsets[text],
+                                                 start + offsets[text + 1]))
+                start += sum(windows)
+            if not new_windows:
+                break
+            exact = self._forward([pairs[i] for i in new_windows], exact=True)
+            observed = 0.0
+            for index, value in zip(new_windows, exact, strict=True):
+                observed = max(observed, abs(value - fast_raw[index]))
                 raw[index] = value
+            if not (self.exact_adaptive and self._widen(observed)):
+                break
+        if any(chosen):
             all_scores[:] = self._combine(raw, per_request)
-        return counts
+        return [len(taken) for taken in chosen]
+
+    def _widen(self, observed: float) -> bool:
+        """Take a fast-path error a re-score measured; ``True`` when it was beyond the
+        error the band rests on, which then grows to it (never shrinks)."""
+        if not (math.isfinite(observed) and observed > self.precision_error):
+            return False
+        with self._band_lock:
+            if observed <= self.precision_error:  # another call widened it meanwhile
+                return True
+            level = logging.WARNING if not self._widened else logging.INFO
+            logger.log(level, "%s: a %s score was %.2e from fp32, beyond the %.2e the band "
+                       "rested on (%.2e measured at load); the exact band widens to %.2e",
+                       self._model_id, self.dtype, observed, self.precision_error,
+                       self.calibrated_error, self.exact_band_scale * observed)
+            self._widened = True
+            self.precision_error = observed
+            self.exact_band = self.exact_band_scale * observed
+        return True
 
     def _score_pairs(self, pairs: list[tuple[str, str]], *, exact: bool) -> list[float]:
         """Raw first-window scores of (query, text) pairs (the calibration path)."""
