@@ -222,9 +222,9 @@ class CrossEncoderScorer(Identified):
                 lambda p: self._score_pairs(p, exact=False),
                 lambda p: self._score_pairs(p, exact=True))
         self.exact_band = self.exact_band_scale * self.precision_error
-        #: what the load measured; ``precision_error`` may grow past it (``_widen``)
-        self.calibrated_error = self.precision_error
-        self._widened = False
+        #: the largest fast-path error a re-score saw beyond the band (0: none); the
+        #: band then grows to it (``_widen``)
+        self.observed_error = 0.0
         self._band_lock = threading.Lock()
 
     def _compile(self, requested: str, cache_dir, reduced: bool,
@@ -285,8 +285,8 @@ class CrossEncoderScorer(Identified):
                 "dtype": self.dtype + ("+int8" if self.quantize else ""),
                 "kind": "cross-encoder", "backend": self.backend,
                 "precision_error": f"{self.precision_error:.2e}", "exact": exact}
-        if self._widened:  # re-scores saw a larger error than the load measured
-            info["precision_error_at_load"] = f"{self.calibrated_error:.2e}"
+        if self.observed_error:  # a re-score saw an error beyond the load's band
+            info["observed_error"] = f"{self.observed_error:.2e}"
         streams = self._compiled.streams.get(self.dtype, 1) if self._compiled else 1
         if streams > 1:
             info["openvino_streams"] = str(streams)
@@ -346,8 +346,9 @@ class CrossEncoderScorer(Identified):
         request's ``heads`` leading ranks exact); returns the count per request.
 
         The choice always reads the fast scores. Each re-score also measures the
-        fast path's real error; one beyond the band widens it (:meth:`_widen`) and
-        the choice is made again, so the texts a wider band adds are re-scored too.
+        fast path's real error; one beyond the band widens the band to it
+        (:meth:`_widen`) and the choice is made again, so the texts the wider band
+        adds are re-scored too.
         """
         if not (self.exact_adaptive or self.exact_top):
             return [0] * len(per_request)
@@ -385,21 +386,20 @@ class CrossEncoderScorer(Identified):
         return [len(taken) for taken in chosen]
 
     def _widen(self, observed: float) -> bool:
-        """Take a fast-path error a re-score measured; ``True`` when it was beyond the
-        error the band rests on, which then grows to it (never shrinks)."""
-        if not (math.isfinite(observed) and observed > self.precision_error):
+        """Take a fast-path error a re-score measured; ``True`` when it lay beyond the
+        band, which then grows to it: the band never sits below an error really seen
+        (never shrinks; the load's ``precision_error`` stays as measured)."""
+        if not (math.isfinite(observed) and observed > self.exact_band):
             return False
         with self._band_lock:
-            if observed <= self.precision_error:  # another call widened it meanwhile
+            if observed <= self.exact_band:  # another call widened it meanwhile
                 return True
-            level = logging.WARNING if not self._widened else logging.INFO
-            logger.log(level, "%s: a %s score was %.2e from fp32, beyond the %.2e the band "
-                       "rested on (%.2e measured at load); the exact band widens to %.2e",
-                       self._model_id, self.dtype, observed, self.precision_error,
-                       self.calibrated_error, self.exact_band_scale * observed)
-            self._widened = True
-            self.precision_error = observed
-            self.exact_band = self.exact_band_scale * observed
+            level = logging.WARNING if not self.observed_error else logging.INFO
+            logger.log(level, "%s: a %s score was %.2e from fp32, beyond the exact band "
+                       "of %.2e (%.1f x the %.2e measured at load); the band widens to it",
+                       self._model_id, self.dtype, observed, self.exact_band,
+                       self.exact_band_scale, self.precision_error)
+            self.observed_error = self.exact_band = observed
         return True
 
     def _score_pairs(self, pairs: list[tuple[str, str]], *, exact: bool) -> list[float]:
