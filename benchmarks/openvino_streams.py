@@ -2,8 +2,9 @@
 
 The shipped scorer (``CrossEncoderScorer``, OpenVINO, adaptive fp32 re-score) on the
 harness's trained head, built twice: ``openvino_streams=1`` (the LATENCY hint, one
-stream with both threads, what ships) and ``openvino_streams=2`` (the THROUGHPUT
-hint, one thread per stream, a call's batches side by side). Each goes through a real
+stream with both threads, what ships on AMX) and ``openvino_streams=2`` (the
+THROUGHPUT hint, one thread per stream, a call's batches side by side, what ships
+on AVX512-BF16 without AMX: ``openvino_backend.default_streams``). Each goes through a real
 ``Reranker`` (its engine merges concurrent requests), ``top_n`` 5 as the harness's
 drop-ins. The harness's own phases (``run.py``): single calls interleaved between
 the two, then 8 concurrent callers as threads and as asyncio tasks (every query

@@ -515,8 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantize", default=None, choices=[None, "int8"])
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
                         help="our scorers' backend")
-    parser.add_argument("--openvino-streams", type=int, default=1,
-                        help="OpenVINO streams for our fast passes (1: what ships)")
+    parser.add_argument("--openvino-streams", type=int, default=None,
+                        help="OpenVINO streams for our fast passes (default: what ships, "
+                             "the CPU class's default)")
     parser.add_argument("--exact-top", type=int, default=None,
                         help="fixed fp32 re-scoring of the N best (default: adaptive)")
     parser.add_argument("--trained-head", type=Path, default=None,

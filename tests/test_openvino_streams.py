@@ -99,8 +99,9 @@ def test_the_scorer_on_two_streams_scores_like_one_stream(ce_folder, tmp_path):
 
     kwargs = {"dtype": "bfloat16", "backend": "openvino", "compile_cache_dir": tmp_path,
               "max_batch_size": 2}
-    one = CrossEncoderScorer(ce_folder, **kwargs)
+    one = CrossEncoderScorer(ce_folder, **kwargs, openvino_streams=1)
     two = CrossEncoderScorer(ce_folder, **kwargs, openvino_streams=2)
+    assert "openvino_streams" not in one.describe()
     if two.dtype == "bfloat16":
         assert two.describe()["openvino_streams"] == "2"
     requests = [ScoreRequest(QUERY, TEXTS), ScoreRequest(QUERY, TEXTS[:1])]
@@ -118,3 +119,28 @@ def test_openvino_streams_must_be_a_positive_integer(ce_folder, value):
 
     with pytest.raises(ConfigurationError, match="openvino_streams"):
         CrossEncoderScorer(ce_folder, dtype="float32", openvino_streams=value)
+
+
+@pytest.mark.parametrize(("flags", "dtype", "streams"), [
+    ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16", 2),   # AMD EPYC Zen 4
+    ({"avx512_bf16", "amx_bf16", "amx_tile"}, "bfloat16", 1),  # Xeon with AMX
+    ({"avx2", "avx512f", "avx512_bf16"}, "float32", 1),    # fp32 passes: not measured
+    ({"avx2", "fma"}, "float32", 1),
+    (set(), "bfloat16", 1),
+])
+def test_default_streams_follow_the_measured_cpu_class(flags, dtype, streams):
+    from rerank_plugins.scoring.openvino_backend import default_streams
+
+    assert default_streams(frozenset(flags), dtype) == streams
+
+
+def test_the_scorer_takes_its_cpu_class_default_unless_told(ce_folder, tmp_path):
+    pytest.importorskip("openvino", reason="the [openvino] extra is part of [dev]")
+    from rerank_plugins.device import read_cpu_flags
+    from rerank_plugins.scoring.cross_encoder import CrossEncoderScorer
+    from rerank_plugins.scoring.openvino_backend import default_streams
+
+    scorer = CrossEncoderScorer(ce_folder, backend="openvino", compile_cache_dir=tmp_path)
+    expected = default_streams(read_cpu_flags(), scorer.dtype)
+    assert scorer._compiled.streams[scorer.dtype] == expected
+    assert scorer.describe().get("openvino_streams", "1") == str(expected)

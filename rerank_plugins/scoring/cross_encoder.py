@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..device import resolve_device_dtype
+from ..device import read_cpu_flags, resolve_device_dtype
 from ..errors import ConfigurationError
 from .base import Identified, ScoreOutput, ScoreRequest
 from .default_model import DEFAULT_CROSS_ENCODER, is_local_folder, parameters_fingerprint
@@ -32,6 +32,7 @@ from .openvino_backend import (
     CompiledEncoder,
     choose_backend,
     compile_or_fallback,
+    default_streams,
     settle_dtype,
 )
 from .precision import DEFAULT_BAND_SCALE, DEFAULT_EXACT_HEAD, calibrate_error, near_boundary
@@ -96,13 +97,14 @@ class CrossEncoderScorer(Identified):
             (keyed by model, weights digest and OpenVINO version). Defaults to
             ``$RERANK_PLUGINS_CACHE_DIR`` or ``~/.cache/rerank-plugins``.
         openvino_streams: OpenVINO streams for the fast (reduced-precision) passes.
-            1 (default): one stream with every CPU thread (the LATENCY hint). 2 or
-            more: the THROUGHPUT hint, the threads split between the streams and a
-            call's batches run side by side, one per stream (a call with fewer
-            batches than streams has its largest batch split). The fp32 re-score
-            always runs on one stream. Measure it on your CPU
-            (``benchmarks/run.py --openvino-streams 2``) before turning it on.
-
+            1: one stream with every CPU thread (the LATENCY hint). 2 or more: the
+            THROUGHPUT hint, the threads split between the streams and a call's
+            batches run side by side, one per stream (a call with fewer batches than
+            streams has its largest batch split). The fp32 re-score always runs on
+            one stream. ``None`` (default): what was measured fastest for the CPU's
+            class (:func:`~.openvino_backend.default_streams`: 2 on AVX512-BF16
+            without AMX, else 1). Check yours with
+            ``benchmarks/openvino_streams.py``.
     Example::
 
         scorer = CrossEncoderScorer("/models/ms-marco-MiniLM-L-6-v2")
@@ -130,7 +132,7 @@ class CrossEncoderScorer(Identified):
         exact_band_scale: float = DEFAULT_BAND_SCALE,
         backend: str = "auto",
         compile_cache_dir: str | os.PathLike | None = None,
-        openvino_streams: int = 1,
+        openvino_streams: int | None = None,
     ) -> None:
         if passage_mode not in PASSAGE_MODES:
             raise ConfigurationError(f"passage_mode must be one of {PASSAGE_MODES}")
@@ -141,10 +143,11 @@ class CrossEncoderScorer(Identified):
             raise ConfigurationError(f"exact_top must be None or >= 0, got {exact_top!r}")
         if int(exact_head) < 1 or not float(exact_band_scale) > 0:
             raise ConfigurationError("exact_head must be >= 1 and exact_band_scale > 0")
-        if (isinstance(openvino_streams, bool) or not isinstance(openvino_streams, int)
+        if openvino_streams is not None and (
+                isinstance(openvino_streams, bool) or not isinstance(openvino_streams, int)
                 or openvino_streams < 1):
             raise ConfigurationError(
-                f"openvino_streams must be an integer >= 1, got {openvino_streams!r}")
+                f"openvino_streams must be None or an integer >= 1, got {openvino_streams!r}")
         import torch
         from sentence_transformers import CrossEncoder
 
@@ -191,8 +194,10 @@ class CrossEncoderScorer(Identified):
         self._compiled: CompiledEncoder | None = None
         self._exact_model = None
         if self.backend == "openvino":
+            if openvino_streams is None:
+                openvino_streams = default_streams(read_cpu_flags(), self.dtype)
             self._compiled = self._compile(backend, compile_cache_dir, reduced,
-                                           int(openvino_streams))
+                                           openvino_streams)
         if self._compiled is None:
             self._prepare_torch(quantize, reduced)
         else:  # the compiled graph holds its own weights; free the torch copy

@@ -105,6 +105,22 @@ def choose_backend(requested: str, device: str, *, quantize: str | None = None,
     return "openvino" if installed and device == "cpu" and not quantize else "torch"
 
 
+def default_streams(flags: frozenset[str], dtype: str) -> int:
+    """OpenVINO streams for a scorer's fast passes when the caller does not choose.
+
+    2 for bf16 passes on a CPU with AVX512-BF16 and no AMX, 1 everywhere else.
+    Measured with ``benchmarks/openvino_streams.py`` (a real ``Reranker``, top_n 5,
+    the harness's trained head, rounds interleaved): on a 2-core AMD EPYC (Zen 4)
+    8 callers got 1.03-1.05x the requests per second of one stream in each of two
+    runs (threads and asyncio tasks), a single call took 0.96x and 1.03x as long; on a
+    2-core Xeon with AMX a wash (single call 0.99, 8 callers 1.03), so one stream and
+    no second compiled model there. fp32 passes were not measured on two streams.
+    """
+    if dtype == "bfloat16" and "avx512_bf16" in flags and "amx_bf16" not in flags:
+        return 2
+    return 1
+
+
 def weights_digest(module) -> str:
     """SHA-256 over every parameter and buffer (names, shapes, all values)."""
     import torch
