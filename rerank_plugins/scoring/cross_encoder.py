@@ -88,7 +88,9 @@ class CrossEncoderScorer(Identified):
             order. Defaults to 10; a request whose ``head`` is smaller (the
             reranker's ``top_n`` when it cuts in model order) keeps only that many.
         exact_band_scale: Safety factor on the error measured at load; the band
-            around each score is ``exact_band_scale * error``. Defaults to 2.0.
+            around each score is ``exact_band_scale * error``, and grows to any
+            larger error a re-score measures (``describe()["observed_error"]``).
+            Defaults to 2.0.
         backend: ``"auto"`` (default) uses OpenVINO when it is installed, the device
             is the CPU and ``quantize`` is off, else torch; ``"torch"`` or
             ``"openvino"`` force one (an explicit ``"openvino"`` that cannot load is
@@ -105,6 +107,7 @@ class CrossEncoderScorer(Identified):
             class (:func:`~.openvino_backend.default_streams`: 2 on AVX512-BF16
             without AMX, else 1). Check yours with
             ``benchmarks/openvino_streams.py``.
+
     Example::
 
         scorer = CrossEncoderScorer("/models/ms-marco-MiniLM-L-6-v2")
