@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# the class rule is the library's own (it picks per-class defaults by it)
+from rerank_plugins.device import hardware_class  # noqa: E402
+
 #: CPU flags that decide the CPU fast paths (bf16 dot products, int8 dot products, AMX).
 INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",
                      "amx_tile", "amx_bf16", "amx_int8")
@@ -31,15 +34,6 @@ TARGETS = {
 }
 #: Targets that hold on every machine.
 AGREEMENT_TARGETS = {"spearman_min": 0.99, "top5_identical_ordered": 0.95}
-
-
-def hardware_class(flags) -> str:
-    """``amx`` (AMX bf16 tiles), ``avx512_bf16`` (bf16 dot products, no AMX) or ``other``."""
-    if "amx_bf16" in flags:
-        return "amx"
-    if "avx512_bf16" in flags:
-        return "avx512_bf16"
-    return "other"
 
 
 def cpu_model() -> str:

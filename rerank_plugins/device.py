@@ -34,6 +34,16 @@ def cpu_has_fast_bf16(flags: frozenset[str]) -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def hardware_class(flags: frozenset[str]) -> str:
+    """The CPU class the speed defaults are measured per: ``amx`` (AMX bf16 tiles),
+    ``avx512_bf16`` (bf16 dot products, no AMX) or ``other``."""
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16"
+    return "other"
+
+
 def choose_device(caps: Capabilities, requested: str | None = None) -> str:
     """Pick the device: an explicit request wins, else cuda > mps > cpu."""
     if requested:

@@ -1,9 +1,9 @@
 """``scripts/bench-class.sh`` names its results by the hardware class it detects.
 
-Only the parts that decide the names run here: the class detection (the same rule as
-the harness's, ``benchmarks/machine.hardware_class``) and the refusal of an unknown
-step, which must come before any benchmark starts (a typo would otherwise cost the
-first steps' minutes and then fail).
+Only the parts that decide the names run here: the class detection (the library's
+rule, ``rerank_plugins.device.hardware_class``, which the harness uses too) and the
+refusal of an unknown step, which must come before any benchmark starts (a typo would
+otherwise cost the first steps' minutes and then fail).
 """
 
 from __future__ import annotations

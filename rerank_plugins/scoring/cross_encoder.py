@@ -360,14 +360,14 @@ class CrossEncoderScorer(Identified):
         """
         if not (self.exact_adaptive or self.exact_top):
             return [0] * len(per_request)
-        fast = [list(scores) for scores in all_scores]
-        fast_raw = list(raw)
+        # all_scores keeps the fast scores until the end; raw takes each window's fp32
+        # value once (a text is re-scored at most once), after its error is read
         chosen: list[set[int]] = [set() for _ in per_request]
         while True:
             new_windows: list[int] = []
             start = 0
-            for (windows, _, _), scores, head, taken in zip(per_request, fast, heads, chosen,
-                                                            strict=True):
+            for (windows, _, _), scores, head, taken in zip(per_request, all_scores, heads,
+                                                            chosen, strict=True):
                 if self.exact_adaptive:
                     texts = near_boundary(scores, self.exact_band, head)
                 else:
@@ -385,7 +385,7 @@ class CrossEncoderScorer(Identified):
             exact = self._forward([pairs[i] for i in new_windows], exact=True)
             observed = 0.0
             for index, value in zip(new_windows, exact, strict=True):
-                observed = max(observed, abs(value - fast_raw[index]))
+                observed = max(observed, abs(value - raw[index]))
                 raw[index] = value
             if not (self.exact_adaptive and self._widen(observed)):
                 break

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device import hardware_class
 from ..errors import ConfigurationError
 
 logger = logging.getLogger("rerank_plugins.scoring")
@@ -116,9 +117,7 @@ def default_streams(flags: frozenset[str], dtype: str) -> int:
     2-core Xeon with AMX a wash (single call 0.99, 8 callers 1.03), so one stream and
     no second compiled model there. fp32 passes were not measured on two streams.
     """
-    if dtype == "bfloat16" and "avx512_bf16" in flags and "amx_bf16" not in flags:
-        return 2
-    return 1
+    return 2 if dtype == "bfloat16" and hardware_class(flags) == "avx512_bf16" else 1
 
 
 def weights_digest(module) -> str:
